@@ -1,0 +1,5 @@
+import sys
+
+from locllm.cli import main
+
+sys.exit(main())

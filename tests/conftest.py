@@ -1,0 +1,41 @@
+"""Shared fixtures: the ../shared folder (real tokenizers, reference recordings) and tiny tokenizers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LOCLLM_SHARED", REPO.parent / "shared"))
+GOLDEN = SHARED / "reference-golden"
+TOKENIZERS = SHARED / "tokenizers"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(
+            f"{path} is absent: these tests need the project's shared test data (../shared next to the "
+            "repository, or LOCLLM_SHARED=/path/to/shared)"
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def golden_dir() -> Path:
+    return _require(GOLDEN)
+
+
+@pytest.fixture(scope="session")
+def llama2_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(_require(TOKENIZERS / "llama2")))
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(_require(TOKENIZERS / "smollm2")))
