@@ -41,6 +41,8 @@ class LocLLMConfig(PretrainedConfig):
             (``None``: query and value of every attention layer).
         prompt_style: the conversation format (``locllm.prompts.PromptStyle`` as a dict).
         coordinate_ndim: 2, or 3 for the Human3.6M models.
+        coordinate_codec: how coordinates are written (``locllm.prompts.build_codec`` dict); ``None``
+            is the paper's decimal text with ``coordinate_ndim`` values.
     """
 
     model_type = "locllm"
@@ -69,6 +71,7 @@ class LocLLMConfig(PretrainedConfig):
     text_lora_targets: tuple[str, ...] | list[str] | None = None
     prompt_style: dict | None = None
     coordinate_ndim: int = 2
+    coordinate_codec: dict | None = None
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):

@@ -1,0 +1,239 @@
+"""Decoding: from a person's image features and keypoint queries to answer tokens and scores.
+
+Two paths that give the same greedy answers:
+
+- ``reference_decode``: what the reference implementation does. One full prompt per keypoint, each
+  with its own copy of the image, left-padded into one batch and run through Hugging Face
+  ``generate``; the model re-encodes the images at every decoding step. Kept as the parity baseline.
+- ``fast_decode``: each crop is encoded once (the caller passes features); the shared image prefix is
+  prefilled once per person and its KV cache is shared by all of that person's keypoint queries; the
+  queries of many persons run as one batch. With a grammar, structural tokens are forced (several
+  per forward where they follow each other) and only the value tokens (digits) are chosen, so every
+  answer parses; without one it is plain greedy decoding, token for token the reference's.
+
+Scores follow the reference's definition (mean, over the tokens of each written value, of the
+probability of the emitted token), computed over token spans rather than character positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+
+@dataclass(frozen=True)
+class GrammarItem:
+    """One token of an answer: ``allowed`` token ids (one id = forced) and which value it writes
+    (0 = x, 1 = y, 2 = depth; ``None`` for brackets, separators and EOS)."""
+
+    allowed: tuple[int, ...]
+    value_index: int | None
+
+    @property
+    def forced(self) -> bool:
+        return len(self.allowed) == 1
+
+
+@dataclass(frozen=True)
+class AnswerGrammar:
+    """The token sequence every answer follows, e.g. ``▁[ 0 . d d d , 0 . d d d ] </s>`` for Llama."""
+
+    items: tuple[GrammarItem, ...]
+    num_values: int
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class DecodedAnswers:
+    """Per query: generated token ids (EOS excluded), per-value scores (Q, num_values), NaN where a
+    value was not written."""
+
+    token_ids: list[list[int]]
+    value_scores: torch.Tensor
+
+
+def _value_scores(token_probs: list[list[float]], value_of_token: list[list[int | None]], num_values: int) -> torch.Tensor:
+    scores = torch.full((len(token_probs), num_values), float("nan"))
+    for q, (probs, values) in enumerate(zip(token_probs, value_of_token, strict=True)):
+        for v in range(num_values):
+            picked = [p for p, vi in zip(probs, values, strict=True) if vi == v]
+            if picked:
+                scores[q, v] = sum(picked) / len(picked)
+    return scores
+
+
+@torch.no_grad()
+def reference_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor,
+                     max_new_tokens: int, eos_token_id: int, pad_token_id: int,
+                     value_spans=None) -> tuple[list[list[int]], torch.Tensor]:
+    """Hugging Face ``generate`` on full left-padded prompts, images passed (and re-encoded) every step.
+
+    Returns per row the generated ids (up to, not including, EOS) and the (rows, steps) max softmax
+    probability at each step, which the caller turns into scores the way the reference does.
+    """
+    out = model.generate(
+        input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
+        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+        eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+        output_scores=True, return_dict_in_generate=True,
+    )
+    new_tokens = out.sequences[:, input_ids.shape[1]:]
+    step_probs = torch.stack([s.float().softmax(-1).max(-1).values for s in out.scores], dim=1)
+    token_ids = []
+    for row in new_tokens.tolist():
+        token_ids.append(row[: row.index(eos_token_id)] if eos_token_id in row else row)
+    return token_ids, step_probs
+
+
+def _left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if seq:
+            ids[row, width - len(seq):] = torch.tensor(seq)
+            mask[row, width - len(seq):] = 1
+    return ids, mask
+
+
+class _SharedPrefixBatch:
+    """The running state of a batch of queries that continue a cached prefix.
+
+    Each row's sequence is ``prefix | left padding | query | generated``; positions skip the padding,
+    so every row is numbered exactly as its own unpadded prompt would be.
+    """
+
+    def __init__(self, model, cache: DynamicCache, prefix_len: int):
+        self.model = model
+        self.cache = cache
+        self.attention_mask = None
+        self.next_position = None
+        self.prefix_len = prefix_len
+
+    def feed(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Run (Q, t) new tokens (mask 0 = padding) and return logits (Q, t, V)."""
+        rows = ids.shape[0]
+        if self.attention_mask is None:
+            self.attention_mask = torch.ones(rows, self.prefix_len, dtype=torch.long, device=ids.device)
+            self.next_position = torch.full((rows,), self.prefix_len, dtype=torch.long, device=ids.device)
+        self.attention_mask = torch.cat([self.attention_mask, mask], dim=1)
+        offsets = mask.cumsum(dim=1) - 1
+        position_ids = (self.next_position[:, None] + offsets.clamp(min=0))
+        self.next_position = self.next_position + mask.sum(dim=1)
+        out = self.model(input_ids=ids, attention_mask=self.attention_mask, position_ids=position_ids,
+                         cache=self.cache, use_cache=True)
+        return out.logits.float()
+
+
+@torch.no_grad()
+def prefill_prefix(model, prefix_ids: list[int], image_features: torch.Tensor) -> DynamicCache:
+    """Run the shared prefix (BOS, "Image: ", image tokens ...) once per person: (P, N, D) features."""
+    persons = image_features.shape[0]
+    ids = torch.tensor([prefix_ids] * persons, device=image_features.device)
+    cache = DynamicCache(config=model.config.text_config)
+    model(input_ids=ids, image_features=image_features, cache=cache, use_cache=True)
+    return cache
+
+
+@torch.no_grad()
+def fast_decode(model, image_features: torch.Tensor, prefix_ids: list[int], person_index: list[int],
+                query_ids: list[list[int]], grammar: AnswerGrammar | None, eos_token_id: int,
+                pad_token_id: int, max_new_tokens: int) -> DecodedAnswers:
+    """Answer ``len(query_ids)`` keypoint queries; query q asks about person ``person_index[q]`` whose
+    features are ``image_features[person_index[q]]`` (P, N, D).
+
+    With ``grammar`` the answers follow it (structural tokens forced); with ``None`` it is plain greedy
+    decoding up to EOS or ``max_new_tokens`` (then ``value_scores`` holds per-step probabilities are
+    not split by value: the caller parses the text).
+    """
+    device = image_features.device
+    cache = prefill_prefix(model, prefix_ids, image_features)
+    cache.reorder_cache(torch.tensor(person_index, device=device))
+    batch = _SharedPrefixBatch(model, cache, len(prefix_ids))
+    rows = len(query_ids)
+    if grammar is None:
+        return _greedy(batch, query_ids, eos_token_id, pad_token_id, max_new_tokens, device)
+
+    # Forced tokens at the start of the answer join the query pass: "Answer:" + "▁[0." in one go.
+    items = grammar.items
+    first_choice = next((i for i, item in enumerate(items) if not item.forced), len(items))
+    lead = [item.allowed[0] for item in items[:first_choice]]
+    ids, mask = _left_pad([q + lead for q in query_ids], pad_token_id)
+    logits = batch.feed(ids.to(device), mask.to(device))
+    # logits[:, -1 - len(lead) + k] predicts items[k] for k < len(lead), and the last predicts the first choice.
+    tokens = [[*lead] for _ in range(rows)]
+    probs: list[list[float]] = [[] for _ in range(rows)]
+    values: list[list[int | None]] = [[] for _ in range(rows)]
+    base = logits.shape[1] - 1 - len(lead)
+    for k, item in enumerate(items[:first_choice]):
+        p = logits[:, base + k].softmax(-1)[:, item.allowed[0]]
+        for q in range(rows):
+            probs[q].append(float(p[q]))
+            values[q].append(item.value_index)
+    next_logits = logits[:, -1]
+
+    i = first_choice
+    while i < len(items):
+        item = items[i]
+        allowed = torch.tensor(item.allowed, device=device)
+        choice_logits = next_logits[:, allowed]
+        chosen = allowed[choice_logits.argmax(dim=-1)]
+        chosen_probs = next_logits.softmax(-1).gather(1, chosen[:, None])[:, 0]
+        for q in range(rows):
+            tokens[q].append(int(chosen[q]))
+            probs[q].append(float(chosen_probs[q]))
+            values[q].append(item.value_index)
+        # Feed the choice together with the forced tokens that follow it, up to the next choice.
+        j = i + 1
+        while j < len(items) and items[j].forced:
+            j += 1
+        if j == len(items):
+            # Only closing tokens remain ("]", EOS): nothing later needs their logits.
+            for tail in items[i + 1:]:
+                if tail.allowed[0] != eos_token_id:
+                    for q in range(rows):
+                        tokens[q].append(tail.allowed[0])
+            break
+        run = [it.allowed[0] for it in items[i + 1:j]]
+        step_ids = torch.cat([chosen[:, None], torch.tensor(run, dtype=torch.long, device=device).expand(rows, len(run))], dim=1)
+        logits = batch.feed(step_ids, torch.ones_like(step_ids))
+        for k, it in enumerate(items[i + 1:j]):
+            p = logits[:, k].softmax(-1)[:, it.allowed[0]]
+            for q in range(rows):
+                tokens[q].append(it.allowed[0])
+                probs[q].append(float(p[q]))
+                values[q].append(it.value_index)
+        next_logits = logits[:, -1]
+        i = j
+    return DecodedAnswers(tokens, _value_scores(probs, values, grammar.num_values))
+
+
+def _greedy(batch: _SharedPrefixBatch, query_ids, eos_token_id, pad_token_id, max_new_tokens, device):
+    rows = len(query_ids)
+    ids, mask = _left_pad(query_ids, pad_token_id)
+    logits = batch.feed(ids.to(device), mask.to(device))[:, -1]
+    tokens: list[list[int]] = [[] for _ in range(rows)]
+    step_probs: list[list[float]] = [[] for _ in range(rows)]
+    done = torch.zeros(rows, dtype=torch.bool, device=device)
+    for _ in range(max_new_tokens):
+        probs = logits.softmax(-1)
+        best_prob, best = probs.max(dim=-1)
+        for q in range(rows):
+            if not done[q] and int(best[q]) != eos_token_id:
+                tokens[q].append(int(best[q]))
+                step_probs[q].append(float(best_prob[q]))
+        done |= best == eos_token_id
+        if bool(done.all()):
+            break
+        # Finished rows keep feeding EOS (masked out) so the batch stays rectangular, as in generate.
+        step = torch.where(done, torch.full_like(best, pad_token_id), best)[:, None]
+        logits = batch.feed(step, (~done).long()[:, None])[:, -1]
+    width = max(1, max(len(p) for p in step_probs))
+    scores = torch.full((rows, width), float("nan"))
+    for q, p in enumerate(step_probs):
+        scores[q, : len(p)] = torch.tensor(p)
+    return DecodedAnswers(tokens, scores)

@@ -1,0 +1,266 @@
+"""``Localizer``: images + person boxes + keypoints (by name or by description) -> keypoints in pixels.
+
+    image -> person crops (processor) -> image features, once per crop (model)
+          -> one query per keypoint, prefix shared (decoding) -> answer text -> coordinates (codec)
+          -> image pixels (processor)
+
+Example:
+    >>> localizer = Localizer.from_pretrained("checkpoints/locllm-demo")
+    >>> people = localizer.localize("photo.jpg", boxes=[[40, 30, 120, 260]],
+    ...                             keypoints=["left knee", ("belly button", "The navel, in the middle of the belly.")])
+    >>> people[0].keypoints  # (2, 2) x, y in image pixels; people[0].scores: (2,)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import AutoTokenizer
+
+from ..data.images import read_image_rgb
+from ..keypoints import KeypointSet, resolve_keypoints
+from ..models import LocLLMForKeypointLocalization
+from ..models.processing_locllm import LocLLMImageProcessor
+from ..prompts import DecimalCodec, PromptBuilder, PromptStyle, build_codec
+from .decoding import AnswerGrammar, GrammarItem, fast_decode, reference_decode
+
+logger = logging.getLogger(__name__)
+
+MODES = ("fast", "reference")
+_VALUE_TEXT = re.compile(r"\d+\.\d+|<loc_\d+>")
+
+
+@dataclass
+class PersonKeypoints:
+    """The answer for one person.
+
+    ``keypoints`` (K, 2) image pixels x, y (3D models: (K, 3) with root-relative depth in mm), NaN
+    where the answer did not parse; ``scores`` (K,) in [0, 1] (0 where invalid); ``valid`` (K,);
+    ``score`` the person's mean keypoint score; ``error`` says why a person got no answer at all
+    (e.g. an empty box), in which case the arrays are NaN / zero.
+    """
+
+    box: np.ndarray
+    names: list[str]
+    keypoints: np.ndarray
+    scores: np.ndarray
+    valid: np.ndarray
+    answers: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def score(self) -> float:
+        return float(self.scores.mean()) if len(self.scores) else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "box": [round(float(v), 2) for v in self.box],
+            "score": round(self.score, 4),
+            "error": self.error,
+            "keypoints": {
+                name: {"xy": None if not ok else [round(float(v), 2) for v in point],
+                       "score": round(float(s), 4), "answer": answer}
+                for name, point, s, ok, answer in zip(self.names, self.keypoints, self.scores, self.valid,
+                                                      self.answers or [""] * len(self.names), strict=True)
+            },
+        }
+
+
+def build_answer_grammar(builder: PromptBuilder, codec) -> AnswerGrammar:
+    """The codec's answer shape as token steps of this tokenizer, with the value each step writes."""
+    steps = builder.allowed_answer_ids(codec)
+    units = codec.answer_grammar()[1:]  # after "["; the answer-start ids cover the separator and "["
+    separator = codec.value_separator
+    value_of_unit: list[int | None] = []
+    value = 0
+    for allowed in units:
+        if separator and allowed == [separator]:
+            value_of_unit.append(None)
+            value += 1
+        elif allowed == ["]"]:
+            value_of_unit.append(None)
+        else:
+            value_of_unit.append(value)
+            if not separator:
+                value += 1  # location tokens: one unit per value, no separator
+    start = len(steps) - 1 - len(units)
+    items = [GrammarItem(tuple(ids), None) for ids in steps[:start]]
+    items += [GrammarItem(tuple(ids), v) for ids, v in zip(steps[start:-1], value_of_unit, strict=True)]
+    items.append(GrammarItem(tuple(steps[-1]), None))
+    return AnswerGrammar(tuple(items), codec.ndim)
+
+
+class Localizer:
+    """Keypoint localization with a LocLLM checkpoint; see the module docstring."""
+
+    def __init__(self, model: LocLLMForKeypointLocalization, tokenizer, descriptions: dict[str, str] | None = None,
+                 device: str | torch.device = "cpu", persons_per_batch: int = 8, constrained: bool = True):
+        self.model = model.eval()
+        self.config = model.config
+        self.device = torch.device(device)
+        self.style = PromptStyle.from_dict(self.config.prompt_style) if self.config.prompt_style else PromptStyle()
+        self.builder = PromptBuilder(tokenizer, self.style, self.config.num_image_tokens)
+        if self.builder.image_token_id != self.config.image_token_id:
+            raise ValueError(
+                f"tokenizer maps {self.style.image_token!r} to {self.builder.image_token_id}, the model expects "
+                f"{self.config.image_token_id}"
+            )
+        self.tokenizer = tokenizer
+        self.codec = (build_codec(self.config.coordinate_codec) if self.config.coordinate_codec
+                      else DecimalCodec(ndim=self.config.coordinate_ndim))
+        self.grammar = build_answer_grammar(self.builder, self.codec)
+        self.processor = LocLLMImageProcessor.from_config(self.config)
+        self.descriptions = descriptions or {}
+        self.persons_per_batch = persons_per_batch
+        # Unconstrained fast decoding is plain greedy, token for token the reference's: for parity checks
+        # on models (random ones) whose answers do not follow the grammar.
+        self.constrained = constrained
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    @classmethod
+    def from_pretrained(cls, checkpoint: str | Path, device: str | torch.device | None = None,
+                        dtype: torch.dtype | None = None, **kwargs) -> Localizer:
+        """Load model, tokenizer and (if the checkpoint has one) its ``descriptions.json``."""
+        folder = Path(checkpoint)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model = LocLLMForKeypointLocalization.from_pretrained(folder, dtype=dtype, device=device)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        descriptions_file = folder / "descriptions.json"
+        descriptions = json.loads(descriptions_file.read_text()) if descriptions_file.is_file() else None
+        return cls(model, tokenizer, descriptions, device=device, **kwargs)
+
+    # ------------------------------------------------------------------ inputs
+
+    def keypoint_set(self, keypoints) -> KeypointSet:
+        kp_set = resolve_keypoints(keypoints)
+        return kp_set.with_descriptions(self.descriptions) if self.descriptions else kp_set
+
+    @staticmethod
+    def load_image(image) -> np.ndarray:
+        """A path, a PIL image or an (H, W, 3) uint8 RGB array -> (H, W, 3) uint8 RGB array."""
+        if isinstance(image, (str, Path)):
+            return read_image_rgb(image)
+        if isinstance(image, Image.Image):
+            return np.asarray(image.convert("RGB"))
+        array = np.asarray(image)
+        if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+            raise ValueError(f"an image array must be (H, W, 3) uint8 RGB, got {array.shape} {array.dtype}")
+        return array
+
+    @staticmethod
+    def check_box(box, width: int, height: int) -> str | None:
+        """Why a person box cannot be used, or None."""
+        x, y, w, h = (float(v) for v in box)
+        if not np.isfinite([x, y, w, h]).all():
+            return f"box {list(box)} has non-finite values"
+        if w <= 0 or h <= 0:
+            return f"box {list(box)} has zero or negative area"
+        if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+            return f"box {list(box)} lies outside the {width}x{height} image"
+        return None
+
+    # ------------------------------------------------------------------ the work
+
+    def localize(self, image, boxes=None, keypoints="coco", mode: str = "fast") -> list[PersonKeypoints]:
+        """Localize ``keypoints`` for every person box of one image.
+
+        Args:
+            image: a path, PIL image or (H, W, 3) uint8 RGB array.
+            boxes: (B, 4) person boxes x, y, w, h in pixels; ``None``: the whole image is one person.
+            keypoints: a set name (``"coco"``), names (``["left knee", "neck"]``), or ``(name, description)``
+                pairs for keypoints the model never saw.
+            mode: ``"fast"`` (default) or ``"reference"`` (the reference implementation's decoding).
+        """
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        kp_set = self.keypoint_set(keypoints)
+        pixels = self.load_image(image)
+        height, width = pixels.shape[:2]
+        boxes = np.array([[0, 0, width, height]] if boxes is None else boxes, dtype=np.float64).reshape(-1, 4)
+        results: list[PersonKeypoints | None] = [None] * len(boxes)
+        usable = []
+        for i, box in enumerate(boxes):
+            problem = self.check_box(box, width, height)
+            if problem:
+                results[i] = self._failed(box, kp_set, problem)
+            else:
+                usable.append(i)
+        for start in range(0, len(usable), self.persons_per_batch):
+            chunk = usable[start:start + self.persons_per_batch]
+            for i, person in zip(chunk, self._localize_crops(pixels, boxes[chunk], kp_set, mode), strict=True):
+                results[i] = person
+        return results
+
+    def _failed(self, box, kp_set: KeypointSet, reason: str) -> PersonKeypoints:
+        k = len(kp_set)
+        return PersonKeypoints(np.asarray(box, dtype=np.float64), kp_set.names,
+                               np.full((k, self.codec.ndim), np.nan), np.zeros(k), np.zeros(k, dtype=bool),
+                               [""] * k, error=reason)
+
+    @torch.no_grad()
+    def _localize_crops(self, pixels: np.ndarray, boxes: np.ndarray, kp_set: KeypointSet,
+                        mode: str) -> list[PersonKeypoints]:
+        crops = self.processor.crop_persons(pixels, boxes)
+        pixel_values = crops.pixel_values.to(self.device)
+        queries = [self.builder.query_ids(kp) for kp in kp_set]
+        persons, k = len(boxes), len(kp_set)
+        if mode == "fast":
+            features = self.model.get_image_features(pixel_values)
+            decoded = fast_decode(
+                self.model, features, self.builder.prefix_ids(), [p for p in range(persons) for _ in range(k)],
+                queries * persons, self.grammar if self.constrained else None, self.builder.eos_token_id,
+                self.pad_token_id, len(self.grammar) - 1,
+            )
+            token_ids, value_scores = decoded.token_ids, decoded.value_scores.numpy()
+        else:
+            token_ids, value_scores = self._reference_answers(pixel_values, queries, persons)
+        texts = [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in token_ids]
+        normalized, valid = self.codec.decode_batch(texts)
+        # A keypoint's score is the mean of its x and y scores, as in the reference.
+        keypoint_scores = np.where(valid, np.nan_to_num(value_scores[:, :2], nan=0.0).mean(axis=1), 0.0)
+        results = []
+        for p in range(persons):
+            rows = slice(p * k, (p + 1) * k)
+            coords = normalized[rows].copy()
+            coords[:, :2] = self.processor.crop_to_image(coords[:, :2], crops.centers[p], crops.scales[p])
+            results.append(PersonKeypoints(boxes[p], kp_set.names, coords, keypoint_scores[rows], valid[rows],
+                                           texts[rows]))
+        return results
+
+    def _reference_answers(self, pixel_values: torch.Tensor, queries: list[list[int]],
+                           persons: int) -> tuple[list[list[int]], np.ndarray]:
+        """The reference's way: per person, K full prompts with K copies of the image, one generate call."""
+        prefix = self.builder.prefix_ids()
+        prompts = [prefix + q for q in queries]
+        padded = self.tokenizer.pad({"input_ids": prompts}, padding=True, padding_side="left", return_tensors="pt")
+        token_ids: list[list[int]] = []
+        scores = []
+        for p in range(persons):
+            images = pixel_values[p:p + 1].expand(len(queries), -1, -1, -1)
+            ids, step_probs = reference_decode(
+                self.model, padded["input_ids"].to(self.device), padded["attention_mask"].to(self.device), images,
+                len(self.grammar) - 1, self.builder.eos_token_id, self.pad_token_id,
+            )
+            token_ids += ids
+            scores.append(self._span_scores(ids, step_probs))
+        return token_ids, np.concatenate(scores)
+
+    def _span_scores(self, token_ids: list[list[int]], step_probs: torch.Tensor) -> np.ndarray:
+        """Per answer, the mean step probability over the tokens that write each value (by token span)."""
+        scores = np.full((len(token_ids), self.codec.ndim), np.nan)
+        for row, ids in enumerate(token_ids):
+            ends = [len(self.tokenizer.decode(ids[: t + 1], skip_special_tokens=True)) for t in range(len(ids))]
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            for v, match in enumerate(list(_VALUE_TEXT.finditer(text))[: self.codec.ndim]):
+                starts = [0] + ends[:-1]
+                picked = [float(step_probs[row, t]) for t in range(len(ids))
+                          if starts[t] < match.end() and ends[t] > match.start()]
+                scores[row, v] = float(np.mean(picked)) if picked else np.nan
+        return scores
