@@ -1,0 +1,1 @@
+"""Data: keypoint data sets, SynthPose, and the crop geometry that feeds the model."""

@@ -1,0 +1,113 @@
+"""Drawing keypoints, skeletons and labels on images so that a person can check them at a glance.
+
+Left keypoints and the links between them are drawn in blue, right ones in orange, midline ones in
+green (a keypoint set's own ``colors`` win where it has them). "Left" is the person's own left.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .keypoints import KeypointSet, normalize_name
+
+LEFT_COLOR = (40, 140, 255)
+RIGHT_COLOR = (255, 120, 30)
+MIDDLE_COLOR = (60, 220, 90)
+_SHIFT = 4  # sub-pixel drawing: OpenCV takes coordinates x 16
+
+
+def keypoint_side(name: str) -> str:
+    """``"left"``, ``"right"`` or ``"middle"``, from the keypoint's name."""
+    first = normalize_name(name).split(" ")[0]
+    return first if first in ("left", "right") else "middle"
+
+
+def _side_color(side: str) -> tuple[int, int, int]:
+    return {"left": LEFT_COLOR, "right": RIGHT_COLOR}.get(side, MIDDLE_COLOR)
+
+
+def draw_keypoints(
+    image_rgb: np.ndarray,
+    keypoints: np.ndarray,
+    keypoint_set: KeypointSet,
+    scores: np.ndarray | None = None,
+    visible: np.ndarray | None = None,
+    labels: bool | list[str] = False,
+) -> np.ndarray:
+    """Draw one person's keypoints and skeleton on a copy of an image.
+
+    Args:
+        image_rgb: (H, W, 3) uint8 RGB image; it is not modified.
+        keypoints: (K, 2) x, y in pixels, K = len(keypoint_set). Non-finite points are not drawn.
+        keypoint_set: names (for colours and labels) and skeleton of the keypoints.
+        scores: optional (K,) confidence per keypoint, written after the label as ``0.93``.
+        visible: optional (K,) bool; keypoints marked False are not drawn, nor are their links.
+        labels: True writes each keypoint's name beside it, a list of K strings writes those.
+
+    Returns:
+        (H, W, 3) uint8 RGB: the image with the keypoints drawn.
+    """
+    image_rgb = np.asarray(image_rgb)
+    if image_rgb.dtype != np.uint8 or image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image_rgb.dtype} {image_rgb.shape}")
+    count = len(keypoint_set)
+    keypoints = np.asarray(keypoints, dtype=np.float64)
+    if keypoints.shape != (count, 2):
+        raise ValueError(f"expected keypoints of shape ({count}, 2) for the {keypoint_set.name} set, "
+                         f"got {keypoints.shape}")
+    shown = np.isfinite(keypoints).all(axis=1)
+    if visible is not None:
+        visible = np.asarray(visible, dtype=bool)
+        if visible.shape != (count,):
+            raise ValueError(f"expected visible of shape ({count},), got {visible.shape}")
+        shown &= visible
+    if scores is not None:
+        scores = np.asarray(scores, dtype=np.float64)
+        if scores.shape != (count,):
+            raise ValueError(f"expected scores of shape ({count},), got {scores.shape}")
+    texts = _texts(keypoint_set, scores, labels)
+
+    out = image_rgb.copy()
+    height, width = out.shape[:2]
+    extent = max(height, width)
+    radius = max(2.0, extent / 128)
+    thickness = max(1, round(extent / 256))
+    sides = [keypoint_side(name) for name in keypoint_set.names]
+    colors = [keypoint_set.colors.get(name, _side_color(side)) for name, side in zip(keypoint_set.names, sides,
+                                                                                          strict=True)]
+    fixed = np.round(np.nan_to_num(keypoints) * (1 << _SHIFT)).astype(np.int64)
+
+    for a, b in keypoint_set.skeleton:
+        if shown[a] and shown[b]:
+            color = _side_color(sides[a] if sides[a] == sides[b] else "middle")
+            cv2.line(out, tuple(fixed[a].tolist()), tuple(fixed[b].tolist()), color, thickness, cv2.LINE_AA, _SHIFT)
+    for k in np.flatnonzero(shown):
+        center = tuple(fixed[k].tolist())
+        cv2.circle(out, center, round((radius + 1) * (1 << _SHIFT)), (0, 0, 0), -1, cv2.LINE_AA, _SHIFT)
+        cv2.circle(out, center, round(radius * (1 << _SHIFT)), colors[k], -1, cv2.LINE_AA, _SHIFT)
+    if texts:
+        font_scale = max(0.3, extent / 900)
+        for k in np.flatnonzero(shown):
+            if not texts[k]:
+                continue
+            origin = (int(keypoints[k, 0] + radius + 2), int(keypoints[k, 1] - radius))
+            # A dark halo keeps the text readable on any background.
+            cv2.putText(out, texts[k], origin, cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), thickness + 2,
+                        cv2.LINE_AA)
+            cv2.putText(out, texts[k], origin, cv2.FONT_HERSHEY_SIMPLEX, font_scale, colors[k], thickness, cv2.LINE_AA)
+    return out
+
+
+def _texts(keypoint_set: KeypointSet, scores: np.ndarray | None, labels: bool | list[str]) -> list[str] | None:
+    if labels is True:
+        names = keypoint_set.names
+    elif labels is False:
+        names = [""] * len(keypoint_set)
+    else:
+        names = list(labels)
+        if len(names) != len(keypoint_set):
+            raise ValueError(f"expected {len(keypoint_set)} labels, got {len(names)}")
+    if scores is not None:
+        names = [f"{name} {score:.2f}".strip() for name, score in zip(names, scores, strict=True)]
+    return names if any(names) else None
