@@ -39,6 +39,8 @@ class LocLLMConfig(PretrainedConfig):
         lora_vision / lora_text: LoRA in the vision tower / the LM; ``lora_r``, ``lora_alpha``,
             ``lora_dropout``; ``vision_lora_targets`` / ``text_lora_targets`` module-name suffixes
             (``None``: query and value of every attention layer).
+        train_vision_base / train_text_base: train all weights of the tower / the LM instead of only
+            LoRA (for towers or LMs without pretraining, such as the CPU demo's tiny LM).
         prompt_style: the conversation format (``locllm.prompts.PromptStyle`` as a dict).
         coordinate_ndim: 2, or 3 for the Human3.6M models.
         coordinate_codec: how coordinates are written (``locllm.prompts.build_codec`` dict); ``None``
@@ -69,6 +71,8 @@ class LocLLMConfig(PretrainedConfig):
     lora_dropout: float = 0.05
     vision_lora_targets: tuple[str, ...] | list[str] | None = None
     text_lora_targets: tuple[str, ...] | list[str] | None = None
+    train_vision_base: bool = False
+    train_text_base: bool = False
     prompt_style: dict | None = None
     coordinate_ndim: int = 2
     coordinate_codec: dict | None = None

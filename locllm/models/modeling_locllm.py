@@ -107,8 +107,13 @@ class LocLLMForKeypointLocalization(LocLLMPreTrainedModel, GenerationMixin):
             )
             inject_adapter_in_model(lora, self)
             # peft's default init makes B zero, so the model starts as its bases.
+        trained_prefixes = ["projector."]
+        if self.config.train_vision_base:
+            trained_prefixes.append("vision_tower.")
+        if self.config.train_text_base:
+            trained_prefixes.append("language_model.")
         for name, param in self.named_parameters():
-            param.requires_grad = name.startswith("projector.") or "lora_" in name
+            param.requires_grad = name.startswith(tuple(trained_prefixes)) or "lora_" in name
         self._keep_trainable_fp32()
 
     def _keep_trainable_fp32(self) -> None:

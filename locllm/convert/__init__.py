@@ -1,0 +1,5 @@
+"""Converters from other codebases' checkpoints to ours."""
+
+from .reference import ImportReport, import_reference_checkpoint
+
+__all__ = ["ImportReport", "import_reference_checkpoint"]
