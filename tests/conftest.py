@@ -13,6 +13,14 @@ GOLDEN = SHARED / "reference-golden"
 TOKENIZERS = SHARED / "tokenizers"
 
 
+def pytest_configure(config):
+    # The test models are tiny: a second intra-op thread gains nothing, and on a loaded machine OpenMP
+    # threads spinning against each other made steps 30x slower (measured on 2 cores).
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("LOCLLM_TEST_THREADS", "1")))
+
+
 def _require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(

@@ -89,7 +89,7 @@ def reference_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     return token_ids, step_probs
 
 
-def _left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
@@ -162,7 +162,7 @@ def fast_decode(model, image_features: torch.Tensor, prefix_ids: list[int], pers
     items = grammar.items
     first_choice = next((i for i, item in enumerate(items) if not item.forced), len(items))
     lead = [item.allowed[0] for item in items[:first_choice]]
-    ids, mask = _left_pad([q + lead for q in query_ids], pad_token_id)
+    ids, mask = left_pad([q + lead for q in query_ids], pad_token_id)
     logits = batch.feed(ids.to(device), mask.to(device))
     # logits[:, -1 - len(lead) + k] predicts items[k] for k < len(lead), and the last predicts the first choice.
     tokens = [[*lead] for _ in range(rows)]
@@ -214,7 +214,7 @@ def fast_decode(model, image_features: torch.Tensor, prefix_ids: list[int], pers
 
 def _greedy(batch: _SharedPrefixBatch, query_ids, eos_token_id, pad_token_id, max_new_tokens, device):
     rows = len(query_ids)
-    ids, mask = _left_pad(query_ids, pad_token_id)
+    ids, mask = left_pad(query_ids, pad_token_id)
     logits = batch.feed(ids.to(device), mask.to(device))[:, -1]
     tokens: list[list[int]] = [[] for _ in range(rows)]
     step_probs: list[list[float]] = [[] for _ in range(rows)]

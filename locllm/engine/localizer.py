@@ -29,7 +29,7 @@ from ..keypoints import KeypointSet, resolve_keypoints
 from ..models import LocLLMForKeypointLocalization
 from ..models.processing_locllm import LocLLMImageProcessor
 from ..prompts import DecimalCodec, PromptBuilder, PromptStyle, build_codec
-from .decoding import AnswerGrammar, GrammarItem, fast_decode, reference_decode
+from .decoding import AnswerGrammar, GrammarItem, fast_decode, left_pad, reference_decode
 
 logger = logging.getLogger(__name__)
 
@@ -204,13 +204,52 @@ class Localizer:
                                np.full((k, self.codec.ndim), np.nan), np.zeros(k), np.zeros(k, dtype=bool),
                                [""] * k, error=reason)
 
-    @torch.no_grad()
+    def localize_crops(self, crops: np.ndarray, keypoints="coco", mode: str = "fast") -> list[PersonKeypoints]:
+        """Localize ``keypoints`` in person crops cut beforehand, e.g. with a dataset's own box convention.
+
+        Args:
+            crops: (B, S, S, 3) uint8 RGB crops, S the model's ``image_size``.
+            keypoints, mode: as in :meth:`localize`.
+
+        Returns:
+            one :class:`PersonKeypoints` per crop, keypoints in crop pixels (box = the whole crop).
+        """
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        crops = np.asarray(crops)
+        size = self.processor.image_size
+        if crops.ndim != 4 or crops.shape[1:] != (size, size, 3) or crops.dtype != np.uint8:
+            raise ValueError(f"crops must be (B, {size}, {size}, 3) uint8 RGB, got {crops.shape} {crops.dtype}")
+        kp_set = self.keypoint_set(keypoints)
+        results = []
+        for start in range(0, len(crops), self.persons_per_batch):
+            chunk = crops[start:start + self.persons_per_batch]
+            normalized, scores, valid, texts = self._answer_crops(self.processor.normalize(chunk), kp_set, mode)
+            normalized[..., :2] *= size
+            box = np.array([0.0, 0.0, size, size])
+            results += [PersonKeypoints(box, kp_set.names, normalized[p], scores[p], valid[p], texts[p])
+                        for p in range(len(chunk))]
+        return results
+
     def _localize_crops(self, pixels: np.ndarray, boxes: np.ndarray, kp_set: KeypointSet,
                         mode: str) -> list[PersonKeypoints]:
         crops = self.processor.crop_persons(pixels, boxes)
-        pixel_values = crops.pixel_values.to(self.device)
+        normalized, scores, valid, texts = self._answer_crops(crops.pixel_values, kp_set, mode)
+        results = []
+        for p in range(len(boxes)):
+            coords = normalized[p]
+            coords[:, :2] = self.processor.crop_to_image(coords[:, :2], crops.centers[p], crops.scales[p])
+            results.append(PersonKeypoints(boxes[p], kp_set.names, coords, scores[p], valid[p], texts[p]))
+        return results
+
+    @torch.no_grad()
+    def _answer_crops(self, pixel_values: torch.Tensor, kp_set: KeypointSet,
+                      mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list[str]]]:
+        """Normalized crop tensors (P, 3, S, S) -> per person: coordinates (P, K, ndim) in [0, 1) of the crop
+        (depth in mm), NaN where invalid; scores (P, K); valid (P, K); answer texts (P lists of K)."""
+        pixel_values = pixel_values.to(self.device)
         queries = [self.builder.query_ids(kp) for kp in kp_set]
-        persons, k = len(boxes), len(kp_set)
+        persons, k = pixel_values.shape[0], len(kp_set)
         if mode == "fast":
             features = self.model.get_image_features(pixel_values)
             decoded = fast_decode(
@@ -225,27 +264,21 @@ class Localizer:
         normalized, valid = self.codec.decode_batch(texts)
         # A keypoint's score is the mean of its x and y scores, as in the reference.
         keypoint_scores = np.where(valid, np.nan_to_num(value_scores[:, :2], nan=0.0).mean(axis=1), 0.0)
-        results = []
-        for p in range(persons):
-            rows = slice(p * k, (p + 1) * k)
-            coords = normalized[rows].copy()
-            coords[:, :2] = self.processor.crop_to_image(coords[:, :2], crops.centers[p], crops.scales[p])
-            results.append(PersonKeypoints(boxes[p], kp_set.names, coords, keypoint_scores[rows], valid[rows],
-                                           texts[rows]))
-        return results
+        return (normalized.reshape(persons, k, -1), keypoint_scores.reshape(persons, k), valid.reshape(persons, k),
+                [texts[p * k:(p + 1) * k] for p in range(persons)])
 
     def _reference_answers(self, pixel_values: torch.Tensor, queries: list[list[int]],
                            persons: int) -> tuple[list[list[int]], np.ndarray]:
         """The reference's way: per person, K full prompts with K copies of the image, one generate call."""
         prefix = self.builder.prefix_ids()
         prompts = [prefix + q for q in queries]
-        padded = self.tokenizer.pad({"input_ids": prompts}, padding=True, padding_side="left", return_tensors="pt")
+        input_ids, attention_mask = left_pad(prompts, self.pad_token_id)
         token_ids: list[list[int]] = []
         scores = []
         for p in range(persons):
             images = pixel_values[p:p + 1].expand(len(queries), -1, -1, -1)
             ids, step_probs = reference_decode(
-                self.model, padded["input_ids"].to(self.device), padded["attention_mask"].to(self.device), images,
+                self.model, input_ids.to(self.device), attention_mask.to(self.device), images,
                 len(self.grammar) - 1, self.builder.eos_token_id, self.pad_token_id,
             )
             token_ids += ids

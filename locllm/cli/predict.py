@@ -1,0 +1,96 @@
+"""``locllm predict``: keypoints on your own images, as JSON and as a picture.
+
+    locllm predict photo.jpg --boxes 40,30,120,260 --describe "belly button=The navel, in the middle of the belly." --out vis.png
+    locllm predict val/*.jpg --boxes detections.json --score-threshold 0.5 --json predictions.json
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..engine.boxes import image_key, parse_box, read_detection_boxes
+from ..keypoints import KeypointSet, parse_describe, resolve_keypoints
+from .common import add_json_argument, write_json
+
+
+def add_parser(parser) -> None:
+    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument("--checkpoint", help="a LocLLM checkpoint folder (default: the shipped demo checkpoint)")
+    parser.add_argument("--boxes", help="'x,y,w,h' for every image, or a COCO detection-results JSON; "
+                                        "default: the whole image is one person")
+    parser.add_argument("--score-threshold", type=float, default=0.0, help="minimum detection score (--boxes FILE)")
+    parser.add_argument("--keypoints", default="coco",
+                        help="a keypoint set (coco, mpii, h36m) or comma-separated keypoint names")
+    parser.add_argument("--describe", action="append", default=[], metavar="NAME=DESCRIPTION",
+                        help="ask also for a keypoint given by its description (repeatable)")
+    parser.add_argument("--mode", choices=("fast", "reference"), default="fast")
+    parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
+    parser.add_argument("--out", help="write the annotated picture here (with several images: a folder)")
+    add_json_argument(parser)
+
+
+def requested_keypoints(keypoints: str, describe: list[str]) -> tuple[KeypointSet, list[bool]]:
+    """The keypoint set asked for, with described extras appended; and which entries are extras."""
+    base = resolve_keypoints(keypoints)
+    extras = tuple(parse_describe(spec) for spec in describe)
+    known = {k.name for k in base}
+    for extra in extras:
+        if extra.name in known:
+            raise ValueError(f"--describe {extra.name!r}: already asked by --keypoints")
+    kp_set = KeypointSet(base.name, base.keypoints + extras, base.skeleton, None)
+    return kp_set, [False] * len(base) + [True] * len(extras)
+
+
+def run(args) -> int:
+    from ..engine import Localizer
+    from ..engine.demo import demo_checkpoint
+    from ..viz import draw_keypoints
+
+    kp_set, novel = requested_keypoints(args.keypoints, args.describe)
+    images = [Path(p) for p in args.images]
+    for path in images:
+        if not path.is_file():
+            raise FileNotFoundError(f"image not found: {path}")
+    detections = None
+    if args.boxes and Path(args.boxes).suffix == ".json":
+        detections = read_detection_boxes(args.boxes, args.score_threshold)
+    typed_box = parse_box(args.boxes) if args.boxes and detections is None else None
+    localizer = Localizer.from_pretrained(args.checkpoint or demo_checkpoint(), device=args.device)
+
+    report, persons_total, seconds = [], 0, 0.0
+    for path in images:
+        boxes = typed_box
+        if detections is not None:
+            key = image_key(path, detections)
+            boxes = detections.get(key, np.zeros((0, 4))) if key else np.zeros((0, 4))
+        start = time.perf_counter()
+        persons = localizer.localize(path, boxes=boxes, keypoints=kp_set, mode=args.mode) if (
+            boxes is None or len(boxes)) else []
+        seconds += time.perf_counter() - start
+        persons_total += len(persons)
+        report.append({"image": str(path), "persons": [p.to_dict() for p in persons]})
+        for p in persons:
+            flag = f"  ({p.error})" if p.error else ""
+            print(f"{path.name}: person at {np.round(p.box, 1).tolist()} score {p.score:.3f}{flag}")
+        if args.out:
+            picture = localizer.load_image(path)
+            labels = [k.name if n else "" for k, n in zip(kp_set, novel, strict=True)]
+            for p in persons:
+                if p.error is None:
+                    picture = draw_keypoints(picture, p.keypoints[:, :2], kp_set, scores=p.scores, visible=p.valid,
+                                             labels=labels)
+            out = Path(args.out)
+            if len(images) > 1:
+                out.mkdir(parents=True, exist_ok=True)
+                out = out / f"{path.stem}_keypoints.png"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(out), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+            print(f"wrote {out}")
+    ms_per_person = 1000 * seconds / persons_total if persons_total else None
+    write_json(args.json, {"mode": args.mode, "keypoints": kp_set.names, "images": report,
+                           "persons": persons_total, "ms_per_person": ms_per_person})
+    return 0

@@ -1,0 +1,105 @@
+"""``locllm bench``: persons/s of the reference and fast decoding paths on the same random-weight model.
+
+Both modes run on the same model, inputs and device in one process. Random weights do not write
+well-formed answers, so the check of identical outputs compares the reference path with the fast
+path's unconstrained greedy decoding (the same algorithm without the grammar) token for token; the
+timings are those of the default, constrained fast path.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from ..data.synth import render_scene
+from ..keypoints import get_keypoint_set
+from ..models import LocLLMForKeypointLocalization
+from ..models.tiny import locllm_config
+from ..prompts import PromptBuilder, PromptStyle, build_char_tokenizer
+from .localizer import Localizer
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time(fn, device, repeats: int) -> float:
+    fn()  # warm-up: kernels, allocator, caches
+    _synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    _synchronize(device)
+    return (time.perf_counter() - start) / repeats
+
+
+def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int = 4096) -> float:
+    """Measured dense matmul throughput, the yardstick of the arithmetic floor."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    seconds = _time(lambda: a @ b, device, repeats=10)
+    return 2 * n**3 / seconds / 1e12
+
+
+def floor_flops(model: LocLLMForKeypointLocalization, prefix_len: int, query_lens: list[int],
+                answer_tokens: int) -> float:
+    """FLOPs of the least work one person needs: one vision pass, one prefix prefill, K query suffixes
+    and the answer tokens (2 x parameters per token through each part; attention over the short
+    context adds a few percent and is left out)."""
+    vision = sum(p.numel() for n, p in model.vision_tower.named_parameters() if "lora_" not in n)
+    text = sum(p.numel() for n, p in model.language_model.named_parameters()
+               if "lora_" not in n and "embed_tokens" not in n)
+    vision_tokens = model.config.num_image_tokens + 1
+    text_tokens = prefix_len + sum(query_lens) + len(query_lens) * answer_tokens
+    return 2 * vision * vision_tokens + 2 * text * text_tokens
+
+
+def run_benchmark(size: str = "small", persons: int = 8, keypoints: str = "coco", device: str | None = None,
+                  dtype: str = "float32", tokenizer=None, repeats: int = 2, seed: int = 0) -> dict:
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch_dtype = getattr(torch, dtype)
+    tokenizer = tokenizer or build_char_tokenizer()
+    style = PromptStyle()
+    builder = PromptBuilder(tokenizer, style, 1)
+    vocab = 32000 if size == "paper" else len(tokenizer)
+    config = locllm_config(size, vocab_size=max(vocab, len(tokenizer)), image_token_id=builder.image_token_id,
+                           prompt_style=style.to_dict())
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = LocLLMForKeypointLocalization(config)
+    model.to_base_dtype(torch_dtype)
+    localizer = Localizer(model, tokenizer, device=device, persons_per_batch=persons)
+    image, people = render_scene(np.random.default_rng(seed), size=256, num_persons=1)
+    boxes = np.repeat(np.asarray(people[0]["bbox"], dtype=np.float64)[None], persons, axis=0)
+    kp_set = get_keypoint_set(keypoints)
+
+    autocast = torch.autocast(device.type, dtype=torch_dtype, enabled=torch_dtype != torch.float32)
+    with autocast:
+        fast_s = _time(lambda: localizer.localize(image, boxes, kp_set, mode="fast"), device, repeats)
+        reference_s = _time(lambda: localizer.localize(image, boxes, kp_set, mode="reference"), device, repeats)
+        reference = localizer.localize(image, boxes, kp_set, mode="reference")
+        localizer.constrained = False
+        greedy = localizer.localize(image, boxes, kp_set, mode="fast")
+        localizer.constrained = True
+    answers = [(a, b) for p, q in zip(reference, greedy, strict=True) for a, b in zip(p.answers, q.answers, strict=True)]
+    result = {
+        "config": size, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "dtype": dtype, "persons": persons, "keypoints_per_person": len(kp_set),
+        "reference_ms_per_person": 1000 * reference_s / persons,
+        "fast_ms_per_person": 1000 * fast_s / persons,
+        "reference_persons_per_s": persons / reference_s,
+        "fast_persons_per_s": persons / fast_s,
+        "speedup": reference_s / fast_s,
+        "identical_answers_unconstrained": float(np.mean([a == b for a, b in answers])),
+        "trainable_parameters": model.trainable_parameter_count(),
+    }
+    if device.type == "cuda":
+        flops = floor_flops(model, len(builder.prefix_ids()) - 1 + config.num_image_tokens,
+                            [len(builder.query_ids(k)) for k in kp_set], len(localizer.grammar) - 1)
+        tflops = matmul_tflops(device, torch_dtype)
+        result.update({"matmul_tflops": tflops, "floor_ms_per_person": 1000 * flops / (tflops * 1e12),
+                       "fast_over_floor": (fast_s / persons) / (flops / (tflops * 1e12))})
+    return result

@@ -1,0 +1,122 @@
+import numpy as np
+import pytest
+import torch
+
+from locllm.data.images import ImageReadError
+from locllm.engine import Localizer
+from locllm.keypoints import COCO_KEYPOINTS
+
+from .conftest import tiny_checkpoint
+
+IMAGE = (np.random.default_rng(0).random((120, 90, 3)) * 255).astype(np.uint8)
+BOXES = [[10, 10, 50, 80], [0, 0, 90, 120], [30, 5, 40, 40]]
+
+
+def _same_answers(localizer, keypoints="coco"):
+    localizer.constrained = False
+    fast = localizer.localize(IMAGE, BOXES, keypoints, mode="fast")
+    reference = localizer.localize(IMAGE, BOXES, keypoints, mode="reference")
+    localizer.constrained = True
+    return [p.answers for p in fast], [p.answers for p in reference]
+
+
+def test_fast_greedy_equals_reference_char_tokenizer(char_checkpoint):
+    fast, reference = _same_answers(Localizer.from_pretrained(char_checkpoint, device="cpu"))
+    assert fast == reference
+    assert len(fast) == 3 and len(fast[0]) == 17
+
+
+@pytest.mark.parametrize("name", ["llama2_tokenizer", "smollm2_tokenizer"])
+def test_fast_greedy_equals_reference_real_tokenizers(name, request, tmp_path):
+    folder = tiny_checkpoint(tmp_path, tokenizer=request.getfixturevalue(name))
+    fast, reference = _same_answers(Localizer.from_pretrained(folder, device="cpu"), ["nose", "left knee", "neck"])
+    assert fast == reference
+
+
+def test_constrained_answers_always_parse(char_checkpoint):
+    localizer = Localizer.from_pretrained(char_checkpoint, device="cpu")
+    people = localizer.localize(IMAGE, BOXES, "coco")
+    for person in people:
+        assert person.valid.all()
+        assert np.isfinite(person.keypoints).all()
+        assert ((person.scores > 0) & (person.scores <= 1)).all()
+        assert all(a.startswith("[0.") and a.endswith("]") for a in person.answers)
+        # Crop coordinates in [0, 1) land inside the (square-padded) box.
+        x, y, w, h = person.box
+        side = max(w, h)
+        cx, cy = x + w / 2, y + h / 2
+        assert (np.abs(person.keypoints[:, 0] - cx) <= side / 2 + 1e-3).all()
+        assert (np.abs(person.keypoints[:, 1] - cy) <= side / 2 + 1e-3).all()
+
+
+def test_batching_does_not_change_answers(char_checkpoint):
+    localizer = Localizer.from_pretrained(char_checkpoint, device="cpu", persons_per_batch=8)
+    together = localizer.localize(IMAGE, BOXES, "coco")
+    localizer.persons_per_batch = 1
+    alone = localizer.localize(IMAGE, BOXES, "coco")
+    for a, b in zip(together, alone, strict=True):
+        assert a.answers == b.answers
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+
+
+def test_custom_keypoint_by_description(char_checkpoint):
+    localizer = Localizer.from_pretrained(char_checkpoint, device="cpu")
+    people = localizer.localize(IMAGE, None, ["left knee", ("belly button", "The navel, in the middle of the belly.")])
+    assert people[0].names == ["left knee", "belly button"]
+    assert people[0].keypoints.shape == (2, 2)
+    np.testing.assert_array_equal(people[0].box, [0, 0, 90, 120])  # no boxes: the whole image
+
+
+def test_bad_inputs_are_clear(char_checkpoint, tmp_path):
+    localizer = Localizer.from_pretrained(char_checkpoint, device="cpu")
+    with pytest.raises(ImageReadError, match="missing.png"):
+        localizer.localize(tmp_path / "missing.png")
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"not a png")
+    with pytest.raises(ImageReadError, match="corrupt.png"):
+        localizer.localize(corrupt)
+    with pytest.raises(KeyError, match="give a description"):
+        localizer.localize(IMAGE, None, ["left knee", "tail tip"])
+    with pytest.raises(ValueError, match="empty"):
+        localizer.localize(IMAGE, None, [])
+    with pytest.raises(ValueError, match="at most"):
+        localizer.localize(IMAGE, None, [("x", "word " * 500)])
+    with pytest.raises(ValueError, match="mode"):
+        localizer.localize(IMAGE, mode="slow")
+    people = localizer.localize(IMAGE, [[10, 10, 0, 20], [500, 500, 10, 10], [10, 10, 30, 30]], ["nose"])
+    assert "zero" in people[0].error and "outside" in people[1].error and people[2].error is None
+    assert not people[0].valid.any() and people[2].valid.all()
+
+
+@pytest.mark.slow
+def test_constrained_fast_equals_reference_on_a_trained_model(tmp_path):
+    """Overfit a tiny model to fixed answers; then both paths must give the same coordinates."""
+    from locllm.prompts import DecimalCodec, PromptStyle
+
+    short = PromptStyle(with_description=False, question_template="{name}?")  # short sequences, fast steps
+    folder = tiny_checkpoint(tmp_path, style=short, lora_scale=0.0)
+    localizer = Localizer.from_pretrained(folder, device="cpu")
+    model, builder, codec = localizer.model, localizer.builder, DecimalCodec()
+    model.language_model.requires_grad_(True)
+    targets = {"nose": (0.412, 0.655), "left knee": (0.25, 0.875), "right ankle": (0.703, 0.118)}
+    rounds = [[(COCO_KEYPOINTS[COCO_KEYPOINTS.index(n)], codec.answer_pieces(xy))] for n, xy in targets.items()]
+    examples = [builder.training_example(r) for r in rounds]
+    width = max(len(e["input_ids"]) for e in examples)
+    ids = torch.tensor([e["input_ids"] + [0] * (width - len(e["input_ids"])) for e in examples])
+    labels = torch.tensor([e["labels"] + [-100] * (width - len(e["labels"])) for e in examples])
+    mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in examples])
+    crops = localizer.processor.crop_persons(IMAGE, np.array([BOXES[0]])).pixel_values.expand(3, -1, -1, -1)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    model.train()
+    for _ in range(200):
+        loss = model(input_ids=ids, pixel_values=crops, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    fast = localizer.localize(IMAGE, [BOXES[0]], list(targets), mode="fast")[0]
+    reference = localizer.localize(IMAGE, [BOXES[0]], list(targets), mode="reference")[0]
+    assert reference.valid.all(), reference.answers
+    assert fast.answers == reference.answers == [codec.encode(xy) for xy in targets.values()]
+    np.testing.assert_allclose(fast.keypoints, reference.keypoints)
+    np.testing.assert_allclose(fast.scores, reference.scores, atol=1e-4)
