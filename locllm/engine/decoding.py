@@ -56,16 +56,6 @@ class DecodedAnswers:
     value_scores: torch.Tensor
 
 
-def _value_scores(token_probs: list[list[float]], value_of_token: list[list[int | None]], num_values: int) -> torch.Tensor:
-    scores = torch.full((len(token_probs), num_values), float("nan"))
-    for q, (probs, values) in enumerate(zip(token_probs, value_of_token, strict=True)):
-        for v in range(num_values):
-            picked = [p for p, vi in zip(probs, values, strict=True) if vi == v]
-            if picked:
-                scores[q, v] = sum(picked) / len(picked)
-    return scores
-
-
 @torch.no_grad()
 def reference_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor,
                      max_new_tokens: int, eos_token_id: int, pad_token_id: int,
@@ -114,8 +104,9 @@ class _SharedPrefixBatch:
         self.next_position = None
         self.prefix_len = prefix_len
 
-    def feed(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Run (Q, t) new tokens (mask 0 = padding) and return logits (Q, t, V)."""
+    def feed(self, ids: torch.Tensor, mask: torch.Tensor, keep: int | None = None) -> torch.Tensor:
+        """Run (Q, t) new tokens (mask 0 = padding) and return the logits of the last ``keep`` (default
+        all t) positions, (Q, keep, V): the LM head over a whole query would dominate small models."""
         rows = ids.shape[0]
         if self.attention_mask is None:
             self.attention_mask = torch.ones(rows, self.prefix_len, dtype=torch.long, device=ids.device)
@@ -125,7 +116,7 @@ class _SharedPrefixBatch:
         position_ids = (self.next_position[:, None] + offsets.clamp(min=0))
         self.next_position = self.next_position + mask.sum(dim=1)
         out = self.model(input_ids=ids, attention_mask=self.attention_mask, position_ids=position_ids,
-                         cache=self.cache, use_cache=True)
+                         cache=self.cache, use_cache=True, logits_to_keep=keep or ids.shape[1])
         return out.logits.float()
 
 
@@ -135,7 +126,7 @@ def prefill_prefix(model, prefix_ids: list[int], image_features: torch.Tensor) -
     persons = image_features.shape[0]
     ids = torch.tensor([prefix_ids] * persons, device=image_features.device)
     cache = DynamicCache(config=model.config.text_config)
-    model(input_ids=ids, image_features=image_features, cache=cache, use_cache=True)
+    model(input_ids=ids, image_features=image_features, cache=cache, use_cache=True, logits_to_keep=1)
     return cache
 
 
@@ -163,30 +154,16 @@ def fast_decode(model, image_features: torch.Tensor, prefix_ids: list[int], pers
     first_choice = next((i for i, item in enumerate(items) if not item.forced), len(items))
     lead = [item.allowed[0] for item in items[:first_choice]]
     ids, mask = left_pad([q + lead for q in query_ids], pad_token_id)
-    logits = batch.feed(ids.to(device), mask.to(device))
-    # logits[:, -1 - len(lead) + k] predicts items[k] for k < len(lead), and the last predicts the first choice.
-    tokens = [[*lead] for _ in range(rows)]
-    probs: list[list[float]] = [[] for _ in range(rows)]
-    values: list[list[int | None]] = [[] for _ in range(rows)]
-    base = logits.shape[1] - 1 - len(lead)
+    logits = batch.feed(ids.to(device), mask.to(device), keep=len(lead) + 1)
+    # logits[:, k] predicts items[k] for k < len(lead); the last position predicts the first choice.
+    emitted = _Emitted(rows, device)
     for k, item in enumerate(items[:first_choice]):
-        p = logits[:, base + k].softmax(-1)[:, item.allowed[0]]
-        for q in range(rows):
-            probs[q].append(float(p[q]))
-            values[q].append(item.value_index)
+        emitted.force(item, logits[:, k])
     next_logits = logits[:, -1]
 
     i = first_choice
     while i < len(items):
-        item = items[i]
-        allowed = torch.tensor(item.allowed, device=device)
-        choice_logits = next_logits[:, allowed]
-        chosen = allowed[choice_logits.argmax(dim=-1)]
-        chosen_probs = next_logits.softmax(-1).gather(1, chosen[:, None])[:, 0]
-        for q in range(rows):
-            tokens[q].append(int(chosen[q]))
-            probs[q].append(float(chosen_probs[q]))
-            values[q].append(item.value_index)
+        chosen = emitted.choose(items[i], next_logits)
         # Feed the choice together with the forced tokens that follow it, up to the next choice.
         j = i + 1
         while j < len(items) and items[j].forced:
@@ -195,27 +172,61 @@ def fast_decode(model, image_features: torch.Tensor, prefix_ids: list[int], pers
             # Only closing tokens remain ("]", EOS): nothing later needs their logits.
             for tail in items[i + 1:]:
                 if tail.allowed[0] != eos_token_id:
-                    for q in range(rows):
-                        tokens[q].append(tail.allowed[0])
+                    emitted.append(tail)
             break
-        run = [it.allowed[0] for it in items[i + 1:j]]
-        step_ids = torch.cat([chosen[:, None], torch.tensor(run, dtype=torch.long, device=device).expand(rows, len(run))], dim=1)
+        run = torch.tensor([it.allowed[0] for it in items[i + 1:j]], dtype=torch.long, device=device)
+        step_ids = torch.cat([chosen[:, None], run.expand(rows, len(run))], dim=1)
         logits = batch.feed(step_ids, torch.ones_like(step_ids))
-        for k, it in enumerate(items[i + 1:j]):
-            p = logits[:, k].softmax(-1)[:, it.allowed[0]]
-            for q in range(rows):
-                tokens[q].append(it.allowed[0])
-                probs[q].append(float(p[q]))
-                values[q].append(it.value_index)
+        for k, item in enumerate(items[i + 1:j]):
+            emitted.force(item, logits[:, k])
         next_logits = logits[:, -1]
         i = j
-    return DecodedAnswers(tokens, _value_scores(probs, values, grammar.num_values))
+    return emitted.answers(grammar.num_values)
+
+
+class _Emitted:
+    """The tokens written so far for every query, with the probability the model gave each and the
+    value it belongs to; kept as (Q,) columns so no step loops over queries in Python."""
+
+    def __init__(self, rows: int, device: torch.device):
+        self.rows, self.device = rows, device
+        self.tokens: list[torch.Tensor] = []
+        self.probs: list[torch.Tensor] = []
+        self.values: list[int | None] = []
+
+    def force(self, item: GrammarItem, logits: torch.Tensor) -> None:
+        token = torch.full((self.rows,), item.allowed[0], dtype=torch.long, device=self.device)
+        self._add(token, logits.softmax(-1)[:, item.allowed[0]], item.value_index)
+
+    def choose(self, item: GrammarItem, logits: torch.Tensor) -> torch.Tensor:
+        allowed = torch.tensor(item.allowed, device=self.device)
+        token = allowed[logits[:, allowed].argmax(dim=-1)]
+        self._add(token, logits.softmax(-1).gather(1, token[:, None])[:, 0], item.value_index)
+        return token
+
+    def append(self, item: GrammarItem) -> None:
+        """A closing token nobody needs the probability of."""
+        self.tokens.append(torch.full((self.rows,), item.allowed[0], dtype=torch.long, device=self.device))
+
+    def _add(self, token: torch.Tensor, prob: torch.Tensor, value_index: int | None) -> None:
+        self.tokens.append(token)
+        self.probs.append(prob)
+        self.values.append(value_index)
+
+    def answers(self, num_values: int) -> DecodedAnswers:
+        probs = torch.stack(self.probs, dim=1).cpu()
+        scores = torch.full((self.rows, num_values), float("nan"))
+        for v in range(num_values):
+            columns = [c for c, value in enumerate(self.values) if value == v]
+            if columns:
+                scores[:, v] = probs[:, columns].mean(dim=1)
+        return DecodedAnswers(torch.stack(self.tokens, dim=1).tolist(), scores)
 
 
 def _greedy(batch: _SharedPrefixBatch, query_ids, eos_token_id, pad_token_id, max_new_tokens, device):
     rows = len(query_ids)
     ids, mask = left_pad(query_ids, pad_token_id)
-    logits = batch.feed(ids.to(device), mask.to(device))[:, -1]
+    logits = batch.feed(ids.to(device), mask.to(device), keep=1)[:, -1]
     tokens: list[list[int]] = [[] for _ in range(rows)]
     step_probs: list[list[float]] = [[] for _ in range(rows)]
     done = torch.zeros(rows, dtype=torch.bool, device=device)
