@@ -59,8 +59,10 @@ class DecodedAnswers:
 @torch.no_grad()
 def reference_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor,
                      max_new_tokens: int, eos_token_id: int, pad_token_id: int,
-                     value_spans=None) -> tuple[list[list[int]], torch.Tensor]:
+                     suppress_token_ids: tuple[int, ...] = ()) -> tuple[list[list[int]], torch.Tensor]:
     """Hugging Face ``generate`` on full left-padded prompts, images passed (and re-encoded) every step.
+
+    ``suppress_token_ids``: tokens never generated (the image token: an answer cannot hold one).
 
     Returns per row the generated ids (up to, not including, EOS) and the (rows, steps) max softmax
     probability at each step, which the caller turns into scores the way the reference does.
@@ -68,7 +70,7 @@ def reference_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     out = model.generate(
         input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
         max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-        eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+        eos_token_id=eos_token_id, pad_token_id=pad_token_id, suppress_tokens=list(suppress_token_ids) or None,
         output_scores=True, return_dict_in_generate=True,
     )
     new_tokens = out.sequences[:, input_ids.shape[1]:]
@@ -133,13 +135,13 @@ def prefill_prefix(model, prefix_ids: list[int], image_features: torch.Tensor) -
 @torch.no_grad()
 def fast_decode(model, image_features: torch.Tensor, prefix_ids: list[int], person_index: list[int],
                 query_ids: list[list[int]], grammar: AnswerGrammar | None, eos_token_id: int,
-                pad_token_id: int, max_new_tokens: int) -> DecodedAnswers:
+                pad_token_id: int, max_new_tokens: int, suppress_token_ids: tuple[int, ...] = ()) -> DecodedAnswers:
     """Answer ``len(query_ids)`` keypoint queries; query q asks about person ``person_index[q]`` whose
     features are ``image_features[person_index[q]]`` (P, N, D).
 
     With ``grammar`` the answers follow it (structural tokens forced); with ``None`` it is plain greedy
-    decoding up to EOS or ``max_new_tokens`` (then ``value_scores`` holds per-step probabilities are
-    not split by value: the caller parses the text).
+    decoding up to EOS or ``max_new_tokens``, never emitting ``suppress_token_ids`` (then
+    ``value_scores`` holds per-step probabilities, not split by value: the caller parses the text).
     """
     device = image_features.device
     cache = prefill_prefix(model, prefix_ids, image_features)
@@ -147,7 +149,7 @@ def fast_decode(model, image_features: torch.Tensor, prefix_ids: list[int], pers
     batch = _SharedPrefixBatch(model, cache, len(prefix_ids))
     rows = len(query_ids)
     if grammar is None:
-        return _greedy(batch, query_ids, eos_token_id, pad_token_id, max_new_tokens, device)
+        return _greedy(batch, query_ids, eos_token_id, pad_token_id, max_new_tokens, device, suppress_token_ids)
 
     # Forced tokens at the start of the answer join the query pass: "Answer:" + "▁[0." in one go.
     items = grammar.items
@@ -223,14 +225,17 @@ class _Emitted:
         return DecodedAnswers(torch.stack(self.tokens, dim=1).tolist(), scores)
 
 
-def _greedy(batch: _SharedPrefixBatch, query_ids, eos_token_id, pad_token_id, max_new_tokens, device):
+def _greedy(batch: _SharedPrefixBatch, query_ids, eos_token_id, pad_token_id, max_new_tokens, device,
+            suppress_token_ids):
     rows = len(query_ids)
     ids, mask = left_pad(query_ids, pad_token_id)
     logits = batch.feed(ids.to(device), mask.to(device), keep=1)[:, -1]
+    suppressed = torch.tensor(list(suppress_token_ids), dtype=torch.long, device=device)
     tokens: list[list[int]] = [[] for _ in range(rows)]
     step_probs: list[list[float]] = [[] for _ in range(rows)]
     done = torch.zeros(rows, dtype=torch.bool, device=device)
     for _ in range(max_new_tokens):
+        logits[:, suppressed] = float("-inf")
         probs = logits.softmax(-1)
         best_prob, best = probs.max(dim=-1)
         for q in range(rows):

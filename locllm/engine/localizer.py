@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,8 @@ from PIL import Image
 from transformers import AutoTokenizer
 
 from ..data.images import read_image_rgb
-from ..keypoints import KeypointSet, resolve_keypoints
+from ..keypoints import KeypointSet, normalize_name, resolve_keypoints
+from ..keypoints.sets import all_known_keypoints
 from ..models import LocLLMForKeypointLocalization
 from ..models.processing_locllm import LocLLMImageProcessor
 from ..prompts import DecimalCodec, PromptBuilder, PromptStyle, build_codec
@@ -122,6 +123,10 @@ class Localizer:
         # Unconstrained fast decoding is plain greedy, token for token the reference's: for parity checks
         # on models (random ones) whose answers do not follow the grammar.
         self.constrained = constrained
+        # The image token may be inside the LM's vocabulary; an answer never holds one, and feeding one
+        # back would read as a second image.
+        vocab = self.model.get_input_embeddings().num_embeddings
+        self.suppressed_token_ids = (self.builder.image_token_id,) if self.builder.image_token_id < vocab else ()
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     @classmethod
@@ -139,8 +144,19 @@ class Localizer:
     # ------------------------------------------------------------------ inputs
 
     def keypoint_set(self, keypoints) -> KeypointSet:
+        """What to ask. A checkpoint's own ``descriptions.json`` (e.g. the reference's words) replaces our
+        descriptions of built-in keypoints; a description the user wrote is always kept."""
         kp_set = resolve_keypoints(keypoints)
-        return kp_set.with_descriptions(self.descriptions) if self.descriptions else kp_set
+        if not self.descriptions:
+            return kp_set
+        builtin = all_known_keypoints()
+        table = {normalize_name(k): v for k, v in self.descriptions.items()}
+        asked = tuple(
+            replace(kp, description=table[normalize_name(kp.name)])
+            if builtin.get(normalize_name(kp.name)) == kp and normalize_name(kp.name) in table else kp
+            for kp in kp_set
+        )
+        return replace(kp_set, keypoints=asked)
 
     @staticmethod
     def load_image(image) -> np.ndarray:
@@ -255,7 +271,7 @@ class Localizer:
             decoded = fast_decode(
                 self.model, features, self.builder.prefix_ids(), [p for p in range(persons) for _ in range(k)],
                 queries * persons, self.grammar if self.constrained else None, self.builder.eos_token_id,
-                self.pad_token_id, len(self.grammar) - 1,
+                self.pad_token_id, len(self.grammar) - 1, self.suppressed_token_ids,
             )
             token_ids, value_scores = decoded.token_ids, decoded.value_scores.numpy()
         else:
@@ -279,7 +295,7 @@ class Localizer:
             images = pixel_values[p:p + 1].expand(len(queries), -1, -1, -1)
             ids, step_probs = reference_decode(
                 self.model, input_ids.to(self.device), attention_mask.to(self.device), images,
-                len(self.grammar) - 1, self.builder.eos_token_id, self.pad_token_id,
+                len(self.grammar) - 1, self.builder.eos_token_id, self.pad_token_id, self.suppressed_token_ids,
             )
             token_ids += ids
             scores.append(self._span_scores(ids, step_probs))

@@ -120,3 +120,10 @@ def test_constrained_fast_equals_reference_on_a_trained_model(tmp_path):
     assert fast.answers == reference.answers == [codec.encode(xy) for xy in targets.values()]
     np.testing.assert_allclose(fast.keypoints, reference.keypoints)
     np.testing.assert_allclose(fast.scores, reference.scores, atol=1e-4)
+
+
+def test_checkpoint_descriptions_replace_only_builtin_ones(char_checkpoint):
+    localizer = Localizer.from_pretrained(char_checkpoint, device="cpu")
+    localizer.descriptions = {"left_knee": "Their words for the knee.", "belly button": "Not used."}
+    asked = localizer.keypoint_set(["left knee", ("belly button", "The navel."), ("nose", "My own nose words.")])
+    assert [k.description for k in asked] == ["Their words for the knee.", "The navel.", "My own nose words."]
