@@ -45,6 +45,15 @@ def requested_keypoints(keypoints: str, describe: list[str]) -> tuple[KeypointSe
     return kp_set, [False] * len(base) + [True] * len(extras)
 
 
+def prediction_report(mode: str, kp_set: KeypointSet, images: list[tuple[str, list]], seconds: float) -> dict:
+    """What ``--json`` writes (the web demo returns the same): ``images`` holds (image name, persons) pairs,
+    ``seconds`` the time spent localizing them all."""
+    persons_total = sum(len(persons) for _, persons in images)
+    return {"mode": mode, "keypoints": kp_set.names,
+            "images": [{"image": name, "persons": [p.to_dict() for p in persons]} for name, persons in images],
+            "persons": persons_total, "ms_per_person": 1000 * seconds / persons_total if persons_total else None}
+
+
 def run(args) -> int:
     from ..engine import Localizer
     from ..engine.demo import demo_checkpoint
@@ -61,7 +70,7 @@ def run(args) -> int:
     typed_box = parse_box(args.boxes) if args.boxes and detections is None else None
     localizer = Localizer.from_pretrained(args.checkpoint or demo_checkpoint(), device=args.device)
 
-    report, persons_total, seconds = [], 0, 0.0
+    report, seconds = [], 0.0
     for path in images:
         boxes = typed_box
         if detections is not None:
@@ -71,8 +80,7 @@ def run(args) -> int:
         persons = localizer.localize(path, boxes=boxes, keypoints=kp_set, mode=args.mode) if (
             boxes is None or len(boxes)) else []
         seconds += time.perf_counter() - start
-        persons_total += len(persons)
-        report.append({"image": str(path), "persons": [p.to_dict() for p in persons]})
+        report.append((str(path), persons))
         for p in persons:
             flag = f"  ({p.error})" if p.error else ""
             print(f"{path.name}: person at {np.round(p.box, 1).tolist()} score {p.score:.3f}{flag}")
@@ -90,7 +98,5 @@ def run(args) -> int:
             out.parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(out), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
             print(f"wrote {out}")
-    ms_per_person = 1000 * seconds / persons_total if persons_total else None
-    write_json(args.json, {"mode": args.mode, "keypoints": kp_set.names, "images": report,
-                           "persons": persons_total, "ms_per_person": ms_per_person})
+    write_json(args.json, prediction_report(args.mode, kp_set, report, seconds))
     return 0

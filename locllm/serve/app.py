@@ -1,0 +1,271 @@
+"""The web demo: an image, person boxes and keypoints (built-in ones, or new ones described in your own
+words) in; the annotated image, a table and the JSON of ``locllm predict --json`` out.
+
+    locllm serve                                   # the shipped demo checkpoint on http://127.0.0.1:7860
+    locllm serve --checkpoint C --port 8000
+
+The page and gradio's API call one plain-Python handler, :func:`localize_request`: bad input raises
+``ValueError`` with a message written for the person at the page, which the app shows as an error.
+The same endpoint serves as a local REST service::
+
+    from gradio_client import Client, handle_file
+    client = Client("http://127.0.0.1:7860/")
+    picture, table, report_json, status = client.predict(
+        handle_file("photo.jpg"), "40,30,120,260", "coco",
+        {"headers": ["name", "description"], "data": [["belly button", "The navel, in the middle of the belly."]]},
+        "fast", api_name="/localize")
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..cli.predict import prediction_report, requested_keypoints
+from ..data.images import ImageReadError, read_image_rgb
+from ..data.synth import render_scene
+from ..engine.boxes import parse_box
+from ..engine.localizer import MODES, Localizer
+from ..keypoints import KEYPOINT_SETS, KeypointSet, normalize_name, resolve_keypoints
+from ..keypoints.sets import all_known_keypoints
+from ..viz import draw_keypoints
+
+MAX_PERSONS = 20  # one request holds the server (a single model) for every other user meanwhile
+MAX_EXTRA_KEYPOINTS = 20
+MAX_NAME_CHARS = 80  # a keypoint's name is a few words; its description carries the detail
+DISPLAY_SIZE = 512  # small images are scaled up to this longer side before drawing, so labels stay legible
+EXAMPLE_SEED = 7  # the bundled examples are rendered at startup, the same ones every time
+EXTRA_HEADERS = ["name", "description"]
+TABLE_HEADERS = ["person", "keypoint", "x", "y", "score", "answer"]
+
+
+@dataclass
+class LocalizeResult:
+    """What one request gives back.
+
+    ``picture``: (H', W', 3) uint8 RGB, the image (scaled up to ``DISPLAY_SIZE`` if smaller) with every
+    person's keypoints; ``rows``: one ``TABLE_HEADERS`` row per person and keypoint; ``report``: the
+    dict ``locllm predict --json`` writes for this image; ``status``: one line for the page (persons,
+    time per person, and why any person got no answer).
+    """
+
+    picture: np.ndarray
+    rows: list[list]
+    report: dict
+    status: str
+
+
+def parse_boxes(text: str | None) -> np.ndarray | None:
+    """Person boxes typed one ``x,y,w,h`` per line -> (B, 4); None (the whole image) when there are none."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if not lines:
+        return None
+    if len(lines) > MAX_PERSONS:
+        raise ValueError(f"{len(lines)} person boxes: at most {MAX_PERSONS} are served per request")
+    boxes = []
+    for number, line in enumerate(lines, 1):
+        try:
+            boxes.append(parse_box(line)[0])
+        except ValueError as err:
+            raise ValueError(f"person box {number}: {err}") from None
+    return np.array(boxes)
+
+
+def described_keypoints(rows, asked: KeypointSet) -> list[str]:
+    """The rows of the extra-keypoint table as ``locllm predict --describe`` specs (``name=description``).
+
+    Empty rows are skipped; a built-in keypoint's name without a description brings its own description.
+    """
+    known = all_known_keypoints()
+    taken = {normalize_name(name) for name in asked.names}
+    specs = []
+    for number, row in enumerate(rows or [], 1):
+        name, description = (str(cell if cell is not None else "").strip() for cell in [*row, "", ""][:2])
+        if not name and not description:
+            continue
+        if not name:
+            raise ValueError(f"extra keypoint row {number} has a description but no name")
+        if "=" in name or len(name) > MAX_NAME_CHARS:
+            raise ValueError(f"extra keypoint row {number}: a name is a few words without '=' "
+                             f"(at most {MAX_NAME_CHARS} characters)")
+        if normalize_name(name) in taken:
+            raise ValueError(f"{name!r} is asked twice: it is in the {asked.name} set or an earlier row")
+        if not description:
+            builtin = known.get(normalize_name(name))
+            if builtin is None:
+                raise ValueError(f"unknown keypoint {name!r}: describe where it is on the body "
+                                 "(a sentence in the description column)")
+            description = builtin.description
+        taken.add(normalize_name(name))
+        specs.append(f"{name}={description}")
+    if len(specs) > MAX_EXTRA_KEYPOINTS:
+        raise ValueError(f"{len(specs)} extra keypoints: at most {MAX_EXTRA_KEYPOINTS} are served per request")
+    return specs
+
+
+def score_color(score: float) -> tuple[int, int, int]:
+    """RGB from red (score 0) through yellow (0.5) to green (1)."""
+    red, yellow, green = np.array([230, 40, 40]), np.array([245, 205, 40]), np.array([40, 200, 80])
+    score = float(np.clip(score, 0.0, 1.0))
+    low, high, t = (red, yellow, score * 2) if score < 0.5 else (yellow, green, score * 2 - 1)
+    return tuple(int(v) for v in np.round(low + t * (high - low)))
+
+
+def draw_persons(pixels: np.ndarray, persons: list, kp_set: KeypointSet, novel: list[bool]) -> np.ndarray:
+    """Every person's box and skeleton; keypoints coloured by score, the extra keypoints named."""
+    scale = max(1.0, DISPLAY_SIZE / max(pixels.shape[:2]))
+    picture = (cv2.resize(pixels, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR) if scale > 1
+               else pixels.copy())
+    labels = [kp.name if is_novel else "" for kp, is_novel in zip(kp_set, novel, strict=True)]
+    for person in persons:
+        if person.error is not None:
+            continue  # its box is empty, outside the image or not finite: nothing to draw
+        x, y, w, h = (float(v) * scale for v in person.box)
+        cv2.rectangle(picture, (round(x), round(y)), (round(x + w), round(y + h)), (255, 255, 255), 1, cv2.LINE_AA)
+        by_score = replace(kp_set, colors={name: score_color(s) for name, s in zip(kp_set.names, person.scores,
+                                                                                   strict=True)})
+        picture = draw_keypoints(picture, person.keypoints[:, :2] * scale, by_score, visible=person.valid,
+                                 labels=labels)
+    return picture
+
+
+def localize_request(localizer: Localizer, image_path: str | Path | None, boxes_text: str | None = "",
+                     keypoint_set: str = "coco", extra_rows=None, mode: str = "fast",
+                     image_name: str | None = None) -> LocalizeResult:
+    """One request of the page or the API, checked and answered.
+
+    Args:
+        image_path: the image file (an upload); None when nothing was uploaded.
+        boxes_text: person boxes, one ``x,y,w,h`` per line; empty: the whole image is one person.
+        keypoint_set: a set name (``coco``, ``mpii``, ...) or comma-separated keypoint names, as
+            ``locllm predict --keypoints`` takes.
+        extra_rows: ``[name, description]`` rows, as ``--describe name=description``.
+        mode: ``"fast"`` or ``"reference"`` decoding.
+        image_name: what the report calls the image (default: the file's name).
+
+    Raises:
+        ValueError: the input cannot be served; the message says why, for the person who sent it.
+    """
+    if not image_path:
+        raise ValueError("no image: upload one, or pick a bundled SynthPose example")
+    image_name = image_name or Path(image_path).name
+    try:
+        pixels = read_image_rgb(image_path)  # as `locllm predict` reads it, so both see the same pixels
+    except ImageReadError:
+        raise ValueError(f"{image_name!r} is not an image that can be read (PNG, JPEG, BMP, TIFF, WebP...)") from None
+    boxes = parse_boxes(boxes_text)
+    try:
+        kp_set, novel = requested_keypoints(keypoint_set,
+                                            described_keypoints(extra_rows, resolve_keypoints(keypoint_set)))
+    except KeyError as err:
+        raise ValueError(err.args[0]) from None
+
+    start = time.perf_counter()
+    persons = localizer.localize(pixels, boxes, kp_set, mode=mode)
+    seconds = time.perf_counter() - start
+
+    report = prediction_report(mode, kp_set, [(image_name, persons)], seconds)
+    rows = []
+    for number, person in enumerate(report["images"][0]["persons"], 1):
+        for name, answer in person["keypoints"].items():
+            x, y = answer["xy"][:2] if answer["xy"] else (None, None)
+            rows.append([number, name, x, y, answer["score"], answer["answer"]])
+    status = (f"{len(persons)} person{'s' if len(persons) != 1 else ''}, {len(kp_set)} keypoints, "
+              f"{report['ms_per_person']:.1f} ms per person ({mode} decoding)")
+    problems = [f"person {number}: {person.error}" for number, person in enumerate(persons, 1) if person.error]
+    if problems:
+        status += ". No answer for " + "; ".join(problems)
+    return LocalizeResult(draw_persons(pixels, persons, kp_set, novel), rows, report, status)
+
+
+def render_examples(seed: int = EXAMPLE_SEED) -> dict[str, tuple[np.ndarray, str]]:
+    """A few SynthPose scenes: ``{label: (image (H, W, 3) uint8 RGB, its person boxes as typed)}``."""
+    rng = np.random.default_rng(seed)
+    examples = {}
+    for persons, difficulty in ((1, "easy"), (2, "easy"), (3, "normal")):
+        image, people = render_scene(rng, size=256, num_persons=persons, difficulty=difficulty)
+        label = f"SynthPose: {persons} person{'s' if persons > 1 else ''} ({difficulty})"
+        examples[label] = (image, "\n".join(",".join(str(int(v)) for v in p["bbox"]) for p in people))
+    return examples
+
+
+def offline_theme():
+    """gradio's default look with the system's fonts: the default theme fetches its fonts from the web."""
+    import gradio as gr
+
+    return gr.themes.Default(font=("ui-sans-serif", "system-ui", "sans-serif"),
+                             font_mono=("ui-monospace", "monospace"))
+
+
+def build_app(localizer: Localizer, examples: dict[str, tuple[np.ndarray, str]] | None = None):
+    """The gradio page (and its API endpoint ``/localize``) around ``localizer``; launch it with
+    ``app.launch(theme=offline_theme())``."""
+    import gradio as gr
+
+    examples = render_examples() if examples is None else examples
+    set_choices = [(f"{name.upper()}-{len(kp_set)}", name) for name, kp_set in KEYPOINT_SETS.items()]
+
+    def load_example(label: str | None):
+        return examples[label] if label in examples else (gr.skip(), gr.skip())
+
+    def clear_outputs():  # so that an error is never shown beside the answer to an earlier request
+        return None, None, "", ""
+
+    # preprocess=False: the handler gets the upload's file as it arrived (gradio has already checked that
+    # it is one of its uploads) and decodes it itself, so a file that is not an image gets a readable
+    # message, and the pixels are those `locllm predict` reads from the same file.
+    def on_localize(image: dict | None, boxes: str, keypoint_set: str, extra: dict | None, mode: str):
+        image_path = image.get("path") if image else None
+        image_name = (image.get("orig_name") or None) if image else None
+        try:
+            result = localize_request(localizer, image_path, boxes, keypoint_set, (extra or {}).get("data"),
+                                      mode, image_name)
+        except ValueError as err:
+            raise gr.Error(str(err), duration=None) from None
+        return result.picture, result.rows, json.dumps(result.report, indent=2), result.status
+
+    with gr.Blocks(title="LocLLM keypoints", analytics_enabled=False) as app:
+        gr.Markdown(
+            "# LocLLM: where is the left knee?\n"
+            "The model is asked, keypoint by keypoint, *where is the ... of this person?*, and answers with "
+            "coordinates. Keypoints are asked in words, so you can add your own: give a name and one sentence "
+            "saying where it is on the body."
+        )
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(label="Image", type="filepath", format="png", image_mode=None,
+                                 sources=["upload", "clipboard"], elem_id="image")
+                example = gr.Dropdown(choices=list(examples), value=None, label="... or a bundled SynthPose example",
+                                      elem_id="example")
+                boxes = gr.Textbox(label="Person boxes", lines=3, elem_id="boxes",
+                                   info="x,y,w,h in pixels, one person per line; empty: the whole image is one person",
+                                   placeholder="40,30,120,260")
+                keypoint_set = gr.Dropdown(choices=set_choices, value="coco", label="Keypoint set",
+                                           elem_id="keypoint-set")
+                extra = gr.Dataframe(value=[["", ""]], headers=EXTRA_HEADERS, datatype="str", type="array",
+                                     column_count=2, column_widths=["30%", "70%"], wrap=True, interactive=True,
+                                     elem_id="extra",
+                                     label="Extra keypoints: a name, and where it is on the body")
+                mode = gr.Radio(choices=list(MODES), value="fast", label="Decoding", elem_id="mode",
+                                info="fast: shared image prefix, batched, grammar-constrained; "
+                                     "reference: the authors' decoding")
+                run = gr.Button("Localize", variant="primary", elem_id="run")
+            with gr.Column():
+                status = gr.Markdown(elem_id="status")
+                picture = gr.Image(label="Keypoints (colour by score: red low, green high)", format="png",
+                                   interactive=False, elem_id="picture")
+                table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, elem_id="table", label="Keypoints")
+                report = gr.Textbox(label="JSON, as `locllm predict --json` writes it", lines=8, max_lines=20,
+                                    buttons=["copy"], elem_id="report")
+
+        example.change(load_example, inputs=example, outputs=[image, boxes], api_visibility="private")
+        run.click(clear_outputs, outputs=[picture, table, report, status], queue=False,
+                  api_visibility="private").then(
+            on_localize, inputs=[image, boxes, keypoint_set, extra, mode], outputs=[picture, table, report, status],
+            api_name="localize", preprocess=False)
+    return app
