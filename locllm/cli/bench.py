@@ -16,7 +16,7 @@ def add_parser(parser) -> None:
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                         help="dtype of the frozen base weights")
-    parser.add_argument("--tokenizer", help="a Hugging Face tokenizer folder (default: a character tokenizer)")
+    parser.add_argument("--tokenizer", help="a Hugging Face tokenizer folder (default: the word-level demo tokenizer)")
     parser.add_argument("--repeats", type=int, default=2)
     add_json_argument(parser)
 
