@@ -17,7 +17,8 @@ from ..data.synth import render_scene
 from ..keypoints import get_keypoint_set
 from ..models import LocLLMForKeypointLocalization
 from ..models.tiny import locllm_config
-from ..prompts import PromptBuilder, PromptStyle, build_char_tokenizer
+from ..prompts import PromptBuilder, PromptStyle
+from ..prompts.demo_tokenizer import build_demo_tokenizer
 from .localizer import Localizer
 
 
@@ -61,7 +62,9 @@ def run_benchmark(size: str = "small", persons: int = 8, keypoints: str = "coco"
                   dtype: str = "float32", tokenizer=None, repeats: int = 2, seed: int = 0) -> dict:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch_dtype = getattr(torch, dtype)
-    tokenizer = tokenizer or build_char_tokenizer()
+    # A word-level tokenizer by default: a round is ~50 tokens, as with Llama-2's (~60); a character
+    # tokenizer would make the queries 4x longer than any real tokenizer does.
+    tokenizer = tokenizer or build_demo_tokenizer()
     style = PromptStyle()
     builder = PromptBuilder(tokenizer, style, 1)
     vocab = 32000 if size == "paper" else len(tokenizer)

@@ -1,0 +1,7 @@
+"""Training: the YAML config, the batch collator, checkpoints, and the accelerate training loop."""
+
+from .collator import TrainingCollator
+from .config import TrainConfig, load_config
+from .trainer import TrainingDiverged, TrainResult, train
+
+__all__ = ["TrainConfig", "TrainResult", "TrainingCollator", "TrainingDiverged", "load_config", "train"]

@@ -1,0 +1,123 @@
+"""Samples -> model inputs: the normalized crops, and each sample's conversation as ids and labels.
+
+A keypoint sample (:class:`PoseSample`) becomes one multi-round conversation: up to ``max_rounds``
+keypoints chosen at random among its visible ones, each asked and answered in turn (paper Table 1).
+A caption sample (:class:`CaptionSample`, stage 1) becomes the image followed by its caption, as in
+LLaVA's pretraining: only the caption and EOS are supervised.
+
+The random choice of keypoints is seeded by (seed, epoch, dataset index), like the datasets'
+augmentations, so a batch is the same whichever process or worker builds it, and a resumed run
+sees exactly the batches an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..data.datasets import CaptionSample, PoseSample
+from ..models.processing_locllm import LocLLMImageProcessor
+from ..prompts import IGNORE_INDEX, PromptBuilder
+from ..prompts.codec import DecimalCodec, LocationTokenCodec
+
+ROUND_CHOICE_STREAM = 1  # keeps the round choice independent of the datasets' augmentation draws
+
+
+class TrainingCollator:
+    """Build a training batch from ``(epoch, index, sample)`` items (what the trainer's loader yields).
+
+    Args:
+        builder: the conversation's token ids and labels.
+        codec: coordinates -> answer text (its ``ndim`` decides 2D or 3D answers).
+        processor: uint8 crops -> normalized pixel tensor (the model config's mean and std).
+        max_rounds: keypoints asked per sample (the paper: 5).
+        seed: with epoch and index, seeds each sample's choice of keypoints.
+        pad_token_id: right padding of ``input_ids`` (labels are padded with ``IGNORE_INDEX``).
+        supervise_unknown_depth: 3D only: also supervise the filler depth of samples without depth
+            (the reference does; by default those characters carry no loss).
+
+    Returns (from ``__call__``):
+        ``pixel_values`` (B, 3, S, S) float32, ``input_ids`` / ``labels`` / ``attention_mask`` (B, T).
+    """
+
+    def __init__(
+        self,
+        builder: PromptBuilder,
+        codec: DecimalCodec | LocationTokenCodec,
+        processor: LocLLMImageProcessor,
+        max_rounds: int = 5,
+        seed: int = 0,
+        pad_token_id: int = 0,
+        supervise_unknown_depth: bool = False,
+    ):
+        if max_rounds < 1:
+            raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
+        self.builder = builder
+        self.codec = codec
+        self.processor = processor
+        self.max_rounds = max_rounds
+        self.seed = seed
+        self.pad_token_id = pad_token_id
+        self.supervise_unknown_depth = supervise_unknown_depth
+
+    def __call__(self, items: Sequence[tuple[int, int, PoseSample | CaptionSample]]) -> dict[str, torch.Tensor]:
+        examples, crops = [], []
+        for epoch, index, sample in items:
+            if isinstance(sample, CaptionSample):
+                examples.append(self.caption_example(sample))
+            else:
+                rng = np.random.default_rng([self.seed, epoch, index, ROUND_CHOICE_STREAM])
+                examples.append(self.keypoint_example(sample, rng))
+            crops.append(sample.image)
+        size = self.processor.image_size
+        for crop in crops:
+            if crop.shape != (size, size, 3):
+                raise ValueError(f"a crop has shape {crop.shape} but the model takes ({size}, {size}, 3) images; "
+                                 "set data.crop_size to the model's image size")
+        batch = self.pad(examples)
+        batch["pixel_values"] = self.processor.normalize(crops)
+        return batch
+
+    def keypoint_example(self, sample: PoseSample, rng: np.random.Generator) -> dict[str, list[int]]:
+        """Up to ``max_rounds`` random visible keypoints of the sample, as one conversation."""
+        candidates = np.flatnonzero(sample.visible)
+        if len(candidates) == 0:
+            raise ValueError(f"sample {sample.image_id} has no visible keypoint to ask; training datasets skip such crops")
+        chosen = rng.choice(candidates, size=min(self.max_rounds, len(candidates)), replace=False)
+        width, height = sample.crop_size
+        supervise_depth = True if self.supervise_unknown_depth else None  # None: iff the depth is known
+        rounds = []
+        for k in chosen:
+            x, y, depth = (float(v) for v in sample.joints[k])
+            coords = [x / width, y / height]
+            if self.codec.ndim == 3:
+                coords.append(depth if sample.has_depth else math.nan)  # NaN: the codec writes its filler
+            rounds.append((sample.keypoints[k], self.codec.answer_pieces(coords, supervise_depth=supervise_depth)))
+        return self.builder.training_example(rounds)
+
+    def caption_example(self, sample: CaptionSample) -> dict[str, list[int]]:
+        """The image prefix, then the caption and EOS (supervised).
+
+        The sample's instruction is left out, as LLaVA's "plain" pretraining template does: stage 1 only
+        aligns image features with text.
+        """
+        tokenizer = self.builder.tokenizer
+        caption_ids = tokenizer.encode(sample.caption, add_special_tokens=False) + [self.builder.eos_token_id]
+        prefix = self.builder.prefix_ids()
+        return {"input_ids": prefix + caption_ids, "labels": [IGNORE_INDEX] * len(prefix) + caption_ids}
+
+    def pad(self, examples: Sequence[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        """Right-pad to the longest example: ids with the pad id, labels with ``IGNORE_INDEX``."""
+        length = max(len(example["input_ids"]) for example in examples)
+        input_ids = torch.full((len(examples), length), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(examples), length), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(examples), length), dtype=torch.long)
+        for row, example in enumerate(examples):
+            n = len(example["input_ids"])
+            input_ids[row, :n] = torch.tensor(example["input_ids"])
+            labels[row, :n] = torch.tensor(example["labels"])
+            attention_mask[row, :n] = 1
+        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
