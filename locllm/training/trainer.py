@@ -293,7 +293,7 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     if config.prompt.coordinates == "location_tokens":
         train_embeddings_for_new_tokens(model)
     if config.model.gradient_checkpointing:
-        model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.language_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     trainable_parameters = model.trainable_parameter_count()
 
@@ -414,8 +414,8 @@ def _optimizer_step(model, batches, optimizer, scheduler, trainable, accelerator
         last = ckpt.list_checkpoints(config.output_dir)
         raise TrainingDiverged(
             f"training diverged at step {global_step + 1}: loss {loss}, gradient norm {grad_norm}; the weights were "
-            f"not updated. Last good checkpoint: {last[-1] if last else 'none written yet'} "
-            "(resume from it with a lower optim.lr or more optim.warmup_steps)"
+            f"not updated. Last good checkpoint: {last[-1] if last else 'none written yet'}. --resume restores its "
+            "optimizer and schedule as they were; to change them, train again with a lower optim.lr or a longer warm-up"
         )
     optimizer.step()
     scheduler.step()

@@ -103,11 +103,12 @@ def _interrupt_after(monkeypatch, step):
 def test_resume_ends_with_the_same_weights(synth, tmp_path, monkeypatch):
     # 5 steps over 2 epochs with LoRA dropout: resuming at step 2 must replay the data order, augmentation,
     # round choice, dropout masks, optimizer moments and learning rate exactly.
-    full = train(_tiny_config(synth, tmp_path / "full", "logging.tensorboard=true"))
+    # gradient checkpointing on: its recomputed forward must replay the same dropout masks
+    full = train(_tiny_config(synth, tmp_path / "full", "logging.tensorboard=true", "model.gradient_checkpointing=true"))
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "full")] == ["step-0000004", "step-0000005"]  # keep_last
     assert list((tmp_path / "full" / "tensorboard").iterdir())
 
-    config = _tiny_config(synth, tmp_path / "interrupted")
+    config = _tiny_config(synth, tmp_path / "interrupted", "model.gradient_checkpointing=true")
     with monkeypatch.context() as patch:
         _interrupt_after(patch, 2)
         with pytest.raises(KeyboardInterrupt):
