@@ -216,15 +216,6 @@ def _reference_logits(sd, input_ids, pixels):
 
 
 # ---------------------------------------------------------------- fixtures and helpers
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds synchronization (seconds on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def state():
     return _reference_state_dict()

@@ -39,15 +39,6 @@ ANNOTATIONS = {"coco": "annotations/val.json", "mpii": "annot/valid.json", "h36m
 DATASETS = {"coco": CocoKeypointDataset, "mpii": MpiiDataset, "h36m": Human36MDataset}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds synchronization (seconds on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     """Three SynthPose val sets (3 images, 1-2 persons each, nothing truncated): {format: (annotation, images)}."""

@@ -19,7 +19,6 @@ import re
 
 import numpy as np
 import pytest
-import torch
 from transformers import AutoTokenizer
 
 from locllm.engine import Localizer
@@ -42,15 +41,6 @@ _ROUND = re.compile(
     re.escape("Keypoint: ") + "(?P<description>.+?)" + re.escape("\nQuestion: ")
     + re.escape(DEFAULT_QUESTION).replace(re.escape("{name}"), "(?P<name>.+?)") + re.escape("\nAnswer:")
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds synchronization (seconds on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _localizer(folder, ndim):

@@ -22,15 +22,6 @@ LOGIT_TOLERANCE = 1e-4  # the README measured ~1e-6 on CPU; exact bits depend on
 FEATURE_TOLERANCE = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds synchronization (seconds on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def record(golden_model_dir):
     return json.loads((golden_model_dir / "forward_fp32.json").read_text())

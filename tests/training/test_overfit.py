@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from transformers import AutoTokenizer
 
@@ -57,18 +56,7 @@ def localize(checkpoint: Path, dataset: CocoKeypointDataset) -> tuple[list[np.nd
     return predicted, truth
 
 
-@pytest.fixture
-def one_thread():
-    # The matrices are tiny: a second thread costs more in synchronization than it gains, badly so on a
-    # shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.mark.slow
-def test_tiny_model_memorizes_16_images(tmp_path, one_thread):
+def test_tiny_model_memorizes_16_images(tmp_path):
     data = tmp_path / "synthpose16"
     generate_synthpose(data, num_images=16, seed=0, size=64, persons=1, difficulty="easy", val_fraction=0.0)
     config = load_config(CONFIG, [
