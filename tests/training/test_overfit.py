@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from transformers import AutoTokenizer
 
@@ -56,6 +57,7 @@ def localize(checkpoint: Path, dataset: CocoKeypointDataset) -> tuple[list[np.nd
     return predicted, truth
 
 
+@pytest.mark.slow
 def test_tiny_model_memorizes_16_images(tmp_path):
     data = tmp_path / "synthpose16"
     generate_synthpose(data, num_images=16, seed=0, size=64, persons=1, difficulty="easy", val_fraction=0.0)
