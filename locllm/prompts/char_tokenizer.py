@@ -22,18 +22,22 @@ CHARACTERS = "\n\t" + "".join(chr(code) for code in range(0x20, 0x7F))  # printa
 
 def build_char_tokenizer() -> PreTrainedTokenizerFast:
     """Build the character tokenizer (vocabulary: 5 special tokens + 97 characters = 102)."""
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + tuple(CHARACTERS))}
+    # A BPE model without merges splits text into its characters; unknown characters map to <unk>.
+    return wrap_backend(Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>")))
+
+
+def wrap_backend(backend: Tokenizer) -> PreTrainedTokenizerFast:
+    """A ``tokenizers`` model with our special tokens (BOS prepended like Llama's; tokens decoded by plain
+    concatenation) as a Hugging Face tokenizer."""
     # imported here: transformers takes a second to import and nothing else in locllm.prompts needs it
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + tuple(CHARACTERS))}
-    # A BPE model without merges splits text into its characters; unknown characters map to <unk>.
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    special = [AddedToken(token, special=True, normalized=False) for token in SPECIAL_TOKENS]
-    backend.add_special_tokens(special)
+    backend.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in SPECIAL_TOKENS])
     backend.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", vocab["<s>"])]
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", backend.token_to_id("<s>"))]
     )
-    backend.decoder = decoders.Fuse()  # concatenate characters; the default would join them with spaces
+    backend.decoder = decoders.Fuse()  # concatenate tokens; the default would join them with spaces
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         unk_token="<unk>",

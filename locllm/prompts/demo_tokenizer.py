@@ -20,10 +20,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 
 from ..keypoints import KEYPOINT_SETS
-from .char_tokenizer import CHARACTERS, SPECIAL_TOKENS
+from .char_tokenizer import CHARACTERS, SPECIAL_TOKENS, wrap_backend
 from .conversation import PromptStyle
 
 if TYPE_CHECKING:
@@ -46,9 +46,6 @@ def prompt_corpus(style: PromptStyle | None = None) -> list[str]:
 
 def build_demo_tokenizer(corpus: Iterable[str] | None = None) -> PreTrainedTokenizerFast:
     """Train the word-level tokenizer on ``corpus`` (default: :func:`prompt_corpus`)."""
-    # imported here: transformers takes a second to import and nothing else in locllm.prompts needs it
-    from transformers import PreTrainedTokenizerFast
-
     backend = Tokenizer(models.BPE(unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Split(_PIECES, behavior="isolated")
     trainer = trainers.BpeTrainer(
@@ -59,20 +56,7 @@ def build_demo_tokenizer(corpus: Iterable[str] | None = None) -> PreTrainedToken
         show_progress=False,
     )
     backend.train_from_iterator(list(corpus) if corpus is not None else prompt_corpus(), trainer=trainer)
-    backend.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in SPECIAL_TOKENS])
-    backend.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", backend.token_to_id("<s>"))]
-    )
-    backend.decoder = decoders.Fuse()  # tokens carry their own spaces
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        unk_token="<unk>",
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        extra_special_tokens=["<image>"],
-        model_max_length=4096,
-    )
+    return wrap_backend(backend)
 
 
 __all__ = ["build_demo_tokenizer", "prompt_corpus"]
