@@ -52,7 +52,7 @@ def patch_features(tower: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor
         return hidden[:, 1 + config.num_register_tokens :]
     if config.model_type == "clip_vision_model":
         # CLIP applies its final norm only to the pooled CLS token; apply it to the patches as well.
-        return tower.vision_model.post_layernorm(hidden[:, 1:])
+        return tower.post_layernorm(hidden[:, 1:])
     if config.model_type == "siglip_vision_model":
         return hidden  # no CLS token; last_hidden_state is post-normed
     raise ValueError(f"unsupported vision tower type {config.model_type!r}")

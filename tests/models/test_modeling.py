@@ -185,3 +185,30 @@ def test_reference_dinov2_file_loads_with_identical_outputs(tmp_path):
         torch.testing.assert_close(loaded(pixel_values=pixels).last_hidden_state,
                                    direct(pixel_values=pixels).last_hidden_state)
     assert set(convert_reference_dinov2_state_dict(ref_state)) == set(direct.state_dict())
+
+
+@pytest.mark.parametrize("tower", ["clip", "siglip"])
+def test_other_vision_towers_and_language_models(tower, tmp_path):
+    """CLIP and SigLIP towers and a Qwen2 LM plug in with no code of their own."""
+    from transformers import CLIPVisionConfig, Qwen2Config, SiglipVisionConfig
+
+    from locllm.models import LocLLMConfig
+
+    vision_class = CLIPVisionConfig if tower == "clip" else SiglipVisionConfig
+    vision = vision_class(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                          image_size=56, patch_size=14)
+    text = Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, vocab_size=100)
+    config = LocLLMConfig(vision_config=vision, text_config=text, image_size=56, image_token_id=100)
+    torch.manual_seed(0)
+    model = LocLLMForKeypointLocalization(config)
+    assert any("vision_tower" in n and "lora_A" in n for n, p in model.named_parameters() if p.requires_grad)
+    ids, pixels, labels = _batch(model)
+    out = model(input_ids=ids, pixel_values=pixels, labels=labels)
+    assert model.get_image_features(pixels).shape == (2, 16, 64)
+    out.loss.backward()
+    model.save_pretrained(tmp_path)
+    loaded = LocLLMForKeypointLocalization.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(input_ids=ids, pixel_values=pixels).logits,
+                                   loaded(input_ids=ids, pixel_values=pixels).logits)
