@@ -1,4 +1,4 @@
-"""``locllm eval``: a checkpoint's COCO / Human-Art AP, MPII PCKh or Human3.6M MPJPE.
+"""``locllm eval``: a checkpoint's COCO / Human-Art AP, MPII PCKh, Human3.6M MPJPE, or PCK of your own keypoints.
 
     locllm eval --checkpoint ckpt --dataset coco --ann person_keypoints_val2017.json --images val2017 \\
         --predictions preds.jsonl --json metrics.json
@@ -6,6 +6,8 @@
     locllm eval --checkpoint ckpt --dataset coco --ann ... --images ... --held-out paper
     locllm eval --checkpoint ckpt --dataset mpii --ann mpii/annot/valid.json --images mpii/images
     locllm eval --checkpoint ckpt3d --dataset h36m --ann h36m/annotations/val.json --images h36m/images
+    locllm eval --checkpoint ckpt --dataset custom --ann val.json --images images --keypoints my_keypoints.yaml \
+        --keypoint-field extra_keypoints
     torchrun --nproc-per-node 4 -m locllm eval ...            # one process per GPU
 
 An interrupted run resumes from its --predictions file when the same command is run again.
@@ -20,13 +22,15 @@ from .common import add_json_argument, write_json
 
 # Spelled out rather than imported: building the parser must not load torch and pycocotools
 # (runner.DATASETS is the same tuple; build_task checks it).
-DATASETS = ("coco", "humanart", "mpii", "h36m")
+DATASETS = ("coco", "humanart", "mpii", "h36m", "custom")
 DTYPES = ("bfloat16", "float16", "float32")
 
 
 def add_parser(parser) -> None:
     parser.add_argument("--checkpoint", help="a LocLLM checkpoint folder (default: the shipped demo checkpoint)")
-    parser.add_argument("--dataset", required=True, choices=DATASETS, help="the benchmark and its annotation layout")
+    parser.add_argument("--dataset", required=True, choices=DATASETS,
+                        help="the benchmark and its annotation layout; custom: a COCO-format file with your own "
+                             "keypoints (--keypoints TABLE), scored by PCK")
     parser.add_argument("--ann", required=True, metavar="FILE", help="annotation file (COCO json, MPII valid.json, "
                                                                      "Human3.6M json)")
     parser.add_argument("--images", required=True, metavar="DIR", help="folder the annotated file names are in")
@@ -41,7 +45,11 @@ def add_parser(parser) -> None:
     parser.add_argument("--keypoints", metavar="FILE",
                         help="descriptions to ask with: a JSON/YAML {name: description} table, or the reference's "
                              "constants.py (its names and descriptions); default ours. A checkpoint's own "
-                             "descriptions.json still wins for the names it lists")
+                             "descriptions.json still wins for the names it lists. custom: the keypoint table that "
+                             "defines the keypoints, in the annotations' order (required)")
+    parser.add_argument("--keypoint-field", default="keypoints", metavar="KEY",
+                        help="custom: the annotation key holding the keypoints (default keypoints; SynthPose's "
+                             "extra types: extra_keypoints)")
     parser.add_argument("--mpii-gt", metavar="gt_valid.mat",
                         help="mpii: head boxes for PCKh (default: gt_valid.mat beside --ann, else head_box entries)")
     parser.add_argument("--mode", choices=("fast", "reference"), default="fast",
@@ -79,7 +87,8 @@ def run(args) -> int:
     checkpoint = str(Path(args.checkpoint).resolve() if args.checkpoint else demo_checkpoint())
     task = build_task(args.dataset, args.ann, args.images, boxes=args.boxes,
                       detection_score_threshold=args.det_score_threshold, held_out=parse_held_out(args.held_out),
-                      keypoints=asked_keypoints(args.dataset, args.keypoints), mpii_ground_truth=args.mpii_gt)
+                      keypoints=asked_keypoints(args.dataset, args.keypoints), mpii_ground_truth=args.mpii_gt,
+                      keypoint_field=args.keypoint_field)
     with evaluation_ranks() as ranks:
         device = ranks.device() if ranks.world_size > 1 else args.device
         dtype = getattr(torch, args.dtype) if args.dtype else None

@@ -2,11 +2,15 @@
 
     locllm predict photo.jpg --boxes 40,30,120,260 --describe "belly button=The navel, in the middle of the belly." --out vis.png
     locllm predict val/*.jpg --boxes detections.json --score-threshold 0.5 --json predictions.json
+    locllm predict photo.jpg --checkpoint runs/my-keypoints/checkpoints/step-0000600 --keypoints "left toe,head top"
+
+A checkpoint trained on keypoints of your own (``descriptions.json`` in its folder) is asked them by name alone.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -24,7 +28,8 @@ def add_parser(parser) -> None:
                                         "default: the whole image is one person")
     parser.add_argument("--score-threshold", type=float, default=0.0, help="minimum detection score (--boxes FILE)")
     parser.add_argument("--keypoints", default="coco",
-                        help="a keypoint set (coco, mpii, h36m) or comma-separated keypoint names")
+                        help="a keypoint set (coco, mpii, h36m) or comma-separated keypoint names (built-in ones, "
+                             "or those the checkpoint was trained on)")
     parser.add_argument("--describe", action="append", default=[], metavar="NAME=DESCRIPTION",
                         help="ask also for a keypoint given by its description (repeatable)")
     parser.add_argument("--mode", choices=("fast", "reference"), default="fast")
@@ -33,9 +38,13 @@ def add_parser(parser) -> None:
     add_json_argument(parser)
 
 
-def requested_keypoints(keypoints: str, describe: list[str]) -> tuple[KeypointSet, list[bool]]:
-    """The keypoint set asked for, with described extras appended; and which entries are extras."""
-    base = resolve_keypoints(keypoints)
+def requested_keypoints(keypoints: str, describe: list[str],
+                        resolve: Callable[[str], KeypointSet] = resolve_keypoints) -> tuple[KeypointSet, list[bool]]:
+    """The keypoint set asked for, with described extras appended; and which entries are extras.
+
+    ``resolve`` reads ``keypoints``; a localizer's ``keypoint_set`` also knows the keypoints of its checkpoint.
+    """
+    base = resolve(keypoints)
     extras = tuple(parse_describe(spec) for spec in describe)
     known = {k.name for k in base}
     for extra in extras:
@@ -59,7 +68,6 @@ def run(args) -> int:
     from ..engine.demo import demo_checkpoint
     from ..viz import draw_keypoints
 
-    kp_set, novel = requested_keypoints(args.keypoints, args.describe)
     images = [Path(p) for p in args.images]
     for path in images:
         if not path.is_file():
@@ -69,6 +77,7 @@ def run(args) -> int:
         detections = read_detection_boxes(args.boxes, args.score_threshold)
     typed_box = parse_box(args.boxes) if args.boxes and detections is None else None
     localizer = Localizer.from_pretrained(args.checkpoint or demo_checkpoint(), device=args.device)
+    kp_set, novel = requested_keypoints(args.keypoints, args.describe, localizer.keypoint_set)
 
     report, seconds = [], 0.0
     for path in images:

@@ -25,9 +25,10 @@ from PIL import Image
 from transformers import AutoTokenizer
 
 from ..data.images import read_image_rgb
-from ..keypoints import KeypointSet, normalize_name, resolve_keypoints
+from ..keypoints import Keypoint, KeypointSet, normalize_name, resolve_keypoints
 from ..keypoints.sets import all_known_keypoints
 from ..models import LocLLMForKeypointLocalization
+from ..models.clip_baseline import MODEL_TYPE as CLIP_BASELINE_MODEL_TYPE
 from ..models.processing_locllm import LocLLMImageProcessor
 from ..prompts import DecimalCodec, PromptBuilder, PromptStyle, build_codec
 from .decoding import AnswerGrammar, GrammarItem, fast_decode, left_pad, reference_decode
@@ -132,8 +133,14 @@ class Localizer:
     @classmethod
     def from_pretrained(cls, checkpoint: str | Path, device: str | torch.device | None = None,
                         dtype: torch.dtype | None = None, **kwargs) -> Localizer:
-        """Load model, tokenizer and (if the checkpoint has one) its ``descriptions.json``."""
+        """Load model, tokenizer and (if the checkpoint has one) its ``descriptions.json``; a CLIP-baseline
+        checkpoint gets a :class:`~.heatmap_localizer.HeatmapLocalizer`, with the same API."""
         folder = Path(checkpoint)
+        config_file = folder / "config.json"
+        if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == CLIP_BASELINE_MODEL_TYPE:
+            from .heatmap_localizer import HeatmapLocalizer  # a subclass of this one: imported on use
+
+            return HeatmapLocalizer.from_pretrained(folder, device=device, dtype=dtype, **kwargs)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model = LocLLMForKeypointLocalization.from_pretrained(folder, dtype=dtype, device=device)
         tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -144,16 +151,17 @@ class Localizer:
     # ------------------------------------------------------------------ inputs
 
     def keypoint_set(self, keypoints) -> KeypointSet:
-        """What to ask. A checkpoint's own ``descriptions.json`` (e.g. the reference's words) replaces our
-        descriptions of built-in keypoints; a description the user wrote is always kept."""
-        kp_set = resolve_keypoints(keypoints)
-        if not self.descriptions:
+        """What to ask. A checkpoint's own ``descriptions.json`` (e.g. the reference's words, or the keypoint
+        table it was trained on) replaces our descriptions of built-in keypoints and makes its other keypoints
+        askable by name alone; a description the user wrote is always kept."""
+        own = {normalize_name(name): Keypoint(name, description) for name, description in self.descriptions.items()}
+        kp_set = resolve_keypoints(keypoints, known=own)
+        if not own:
             return kp_set
         builtin = all_known_keypoints()
-        table = {normalize_name(k): v for k, v in self.descriptions.items()}
         asked = tuple(
-            replace(kp, description=table[normalize_name(kp.name)])
-            if builtin.get(normalize_name(kp.name)) == kp and normalize_name(kp.name) in table else kp
+            replace(kp, description=own[normalize_name(kp.name)].description)
+            if builtin.get(normalize_name(kp.name)) == kp and normalize_name(kp.name) in own else kp
             for kp in kp_set
         )
         return replace(kp_set, keypoints=asked)
@@ -175,11 +183,11 @@ class Localizer:
         """Why a person box cannot be used, or None."""
         x, y, w, h = (float(v) for v in box)
         if not np.isfinite([x, y, w, h]).all():
-            return f"box {list(box)} has non-finite values"
+            return f"box {[float(v) for v in box]} has non-finite values"
         if w <= 0 or h <= 0:
-            return f"box {list(box)} has zero or negative area"
+            return f"box {[float(v) for v in box]} has zero or negative area"
         if x >= width or y >= height or x + w <= 0 or y + h <= 0:
-            return f"box {list(box)} lies outside the {width}x{height} image"
+            return f"box {[float(v) for v in box]} lies outside the {width}x{height} image"
         return None
 
     # ------------------------------------------------------------------ the work

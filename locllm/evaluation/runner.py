@@ -23,6 +23,9 @@ Protocols:
 - Human3.6M: MPJPE and PA-MPJPE in mm, per action where the file names carry one: each answer's image
   position and root-relative depth are lifted to camera coordinates with the ground-truth camera and
   root depth (:func:`~locllm.evaluation.h36m.image_to_camera`).
+- custom: your own keypoints (a keypoint table) in a COCO-format file, under ``keypoints`` or another
+  annotation key: PCK of the crop side from ground-truth boxes, next to the image-blind mean pose of
+  the same crops; no OKS, whose per-keypoint sigmas new keypoint types do not have.
 
 Bad samples never stop a run; they are counted in ``result["counts"]``. An unreadable image or an
 unusable box costs its persons their answers; an answer that does not parse costs its keypoint. A
@@ -65,16 +68,18 @@ from ..keypoints import (
     KeypointSet,
     get_keypoint_set,
     load_description_file,
+    load_keypoint_table,
     reference_keypoint_set,
 )
 from .coco import COCO_STAT_NAMES, evaluate_coco_keypoints, oks_nms, rescore_instances
 from .distributed import Ranks
 from .h36m import action_from_file_name, evaluate_h36m, image_to_camera
 from .mpii import MpiiGroundTruth, evaluate_mpii_pckh, load_mpii_ground_truth, pckh_per_joint
+from .pck import pck
 
 logger = logging.getLogger(__name__)
 
-DATASETS = ("coco", "humanart", "mpii", "h36m")
+DATASETS = ("coco", "humanart", "mpii", "h36m", "custom")
 PREDICTIONS_FORMAT = "locllm-eval-predictions/1"
 # The detector-box protocol of HRNet / MMPose / ViTPose: keypoint scores above this count towards the
 # instance score, which is then multiplied by the box score; duplicates above this OKS are removed.
@@ -380,12 +385,84 @@ class H36mTask(EvaluationTask):
         return lines
 
 
+class CustomTask(EvaluationTask):
+    """PCK of your own keypoints in a COCO-format file (SynthPose's ``extra_keypoints``, or any set of K).
+
+    Args:
+        keypoints: the K keypoints in the order the annotations list them (a keypoint table).
+        keypoint_field: the annotation key holding their ``[x, y, v] * K``.
+
+    PCK@t counts a labelled keypoint (v >= 1) as correct when the answer lies within t x the crop side (the
+    ground-truth person box padded to a square, in image pixels), as the demo reports; an answer that did not
+    parse is a miss. OKS AP is not given: it needs a sigma per keypoint type, which new types do not have.
+    The baseline answers, for every crop, each keypoint's mean position over the labelled crops of this same
+    set (image-blind, but it has seen the answers' average: a slightly optimistic bar to beat).
+    """
+
+    name = "custom"
+    thresholds = (0.1, 0.05)
+
+    def __init__(self, annotation_file, image_root, *, keypoints: KeypointSet, keypoint_field: str = "keypoints"):
+        self.keypoint_field = keypoint_field
+        dataset = CocoKeypointDataset(annotation_file, image_root, keypoints=keypoints, keypoint_field=keypoint_field)
+        self.truth = np.array([record.joints[:, :2] for record in dataset.records], dtype=np.float64)  # (N, K, 2)
+        self.labelled = np.array([record.labelled for record in dataset.records])  # (N, K)
+        super().__init__(annotation_file, image_root, keypoints, _items_from_records(dataset, ("annotation_id", "bbox")),
+                         dataset.skip_counts["annotations"])
+        self.centers = np.array([item.center for item in self.items], dtype=np.float64)  # (N, 2)
+        self.crop_sides = np.array([item.scale[0] * item.pixel_std for item in self.items], dtype=np.float64)
+
+    def protocol(self) -> dict:
+        return {"boxes": "gt", "keypoint_field": self.keypoint_field,
+                "normalizer": "the crop side in image pixels (the person box padded to a square)",
+                "baseline": "each keypoint's mean position in the crop over this set's labelled crops, for every crop"}
+
+    def mean_pose(self) -> np.ndarray:
+        """(N, K, 2) the baseline's answers in image pixels."""
+        in_crop = (self.truth - self.centers[:, None]) / self.crop_sides[:, None, None]  # (N, K, 2), crop centre 0
+        weights = self.labelled[..., None]
+        mean = (in_crop * weights).sum(axis=0) / np.maximum(weights.sum(axis=0), 1)  # (K, 2)
+        return self.centers[:, None] + mean[None] * self.crop_sides[:, None, None]
+
+    def metrics(self, records: list[dict]) -> dict:
+        predictions = np.array([np.asarray(r["keypoints"], dtype=np.float64)[:, :2] for r in records])
+        valid = np.array([r["valid"] for r in records], dtype=bool)
+        predictions[~valid] = np.nan  # a miss, wherever the stand-in point happens to lie
+        model = pck(predictions, self.truth, self.labelled, self.crop_sides, self.thresholds)
+        blind = pck(self.mean_pose(), self.truth, self.labelled, self.crop_sides, self.thresholds)
+        keys = [f"pck@{t:g}" for t in self.thresholds]
+        return {
+            **{key: model[key] for key in keys},
+            "num_keypoints": model["num_keypoints"],
+            "per_keypoint": {key: dict(zip(self.keypoints.names, model["per_keypoint"][key], strict=True))
+                             for key in keys},
+            "mean_pose_baseline": {key: blind[key] for key in keys},
+        }
+
+    def summary_lines(self, metrics: dict) -> list[str]:
+        keys = [f"pck@{t:g}" for t in self.thresholds]
+        lines = ["  ".join(f"{key.upper()} {_fmt(metrics[key])}" for key in keys)
+                 + f"  ({metrics['num_keypoints']} labelled keypoints; of the crop side)",
+                 "image-blind mean pose of these crops: "
+                 + "  ".join(f"{key.upper()} {_fmt(metrics['mean_pose_baseline'][key])}" for key in keys)]
+        for key in keys:
+            lines.append(f"{key.upper()} per keypoint: "
+                         + "  ".join(f"{name} {_fmt(v)}" for name, v in metrics["per_keypoint"][key].items()))
+        return lines
+
+
 def asked_keypoints(dataset: str, descriptions_file: str | Path | None = None) -> KeypointSet:
     """The data set's keypoints as the prompts name and describe them.
 
     ``descriptions_file``: a JSON / YAML ``{name: description}`` table replacing ours, or the reference's
     ``constants.py``, which also gives its spelling of the names (what its checkpoints were trained on).
+    For ``custom`` it is required: the keypoint table that defines the keypoints, in the annotations' order.
     """
+    if dataset == "custom":
+        if descriptions_file is None:
+            raise ValueError("--dataset custom needs --keypoints TABLE: your keypoint table (names and "
+                             "descriptions, in the order the annotations list them)")
+        return load_keypoint_table(descriptions_file)
     set_name = "coco" if dataset in ("coco", "humanart") else dataset
     default = get_keypoint_set(set_name)
     if descriptions_file is None:
@@ -397,10 +474,13 @@ def asked_keypoints(dataset: str, descriptions_file: str | Path | None = None) -
 
 def build_task(dataset: str, annotation_file: str | Path, image_root: str | Path, *, boxes: str = "gt",
                detection_score_threshold: float = 0.0, held_out: Sequence[str] | str = (),
-               keypoints: KeypointSet | None = None, mpii_ground_truth: str | Path | None = None) -> EvaluationTask:
+               keypoints: KeypointSet | None = None, mpii_ground_truth: str | Path | None = None,
+               keypoint_field: str = "keypoints") -> EvaluationTask:
     """The task for a data set name (one of ``DATASETS``); see the task classes for the arguments."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown data set {dataset!r}; known: {', '.join(DATASETS)}")
+    if dataset != "custom" and keypoint_field != "keypoints":
+        raise ValueError("another annotation key for the keypoints goes with --dataset custom")
     if dataset not in ("coco", "humanart") and (boxes != "gt" or held_out):
         raise ValueError("detector boxes and held-out keypoints are COCO-format protocols (coco, humanart)")
     if dataset != "mpii" and mpii_ground_truth is not None:
@@ -410,6 +490,10 @@ def build_task(dataset: str, annotation_file: str | Path, image_root: str | Path
                         held_out=held_out, keypoints=keypoints, name=dataset)
     if dataset == "mpii":
         return MpiiTask(annotation_file, image_root, ground_truth_file=mpii_ground_truth, keypoints=keypoints)
+    if dataset == "custom":
+        if keypoints is None:
+            raise ValueError("the custom data set needs its keypoint set (a keypoint table)")
+        return CustomTask(annotation_file, image_root, keypoints=keypoints, keypoint_field=keypoint_field)
     return H36mTask(annotation_file, image_root, keypoints=keypoints)
 
 
@@ -761,7 +845,7 @@ def _fmt(value, factor: float = 1.0) -> str:
 # ----------------------------------------------------------------------------------------- the report
 
 _TASK_TITLES = {"coco": "COCO keypoint AP", "humanart": "Human-Art keypoint AP", "mpii": "MPII PCKh",
-                "h36m": "Human3.6M MPJPE"}
+                "h36m": "Human3.6M MPJPE", "custom": "PCK of your own keypoints"}
 
 
 def format_report(result: dict, task: EvaluationTask) -> str:

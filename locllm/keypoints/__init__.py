@@ -15,6 +15,7 @@ from .sets import (
 from .user import (
     custom_keypoint,
     load_description_file,
+    load_keypoint_table,
     load_reference_constants,
     parse_describe,
     reference_keypoint_set,
@@ -24,5 +25,5 @@ from .user import (
 __all__ = [
     "COCO_KEYPOINTS", "EXTRA_KEYPOINTS", "H36M_KEYPOINTS", "KEYPOINT_SETS", "MPII_KEYPOINTS", "PAPER_HELD_OUT",
     "Keypoint", "KeypointSet", "get_keypoint_set", "normalize_name", "custom_keypoint", "load_description_file",
-    "load_reference_constants", "parse_describe", "reference_keypoint_set", "resolve_keypoints",
+    "load_keypoint_table", "load_reference_constants", "parse_describe", "reference_keypoint_set", "resolve_keypoints",
 ]

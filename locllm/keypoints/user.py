@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from .sets import Keypoint, KeypointSet, all_known_keypoints, get_keypoint_set, normalize_name
@@ -17,12 +18,32 @@ MAX_DESCRIPTION_CHARS = 600  # a sentence; anything longer would crowd out the i
 
 
 def load_description_file(path: str | Path) -> dict[str, str]:
-    """Read ``{name: description}`` from a JSON or YAML file, or from a reference ``constants.py``."""
+    """Read ``{name: description}`` from a JSON or YAML keypoint table (see :func:`load_keypoint_table`), or
+    from a reference ``constants.py``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"description file not found: {path}")
     if path.suffix == ".py":
         return load_reference_constants(path)["descriptions"]
+    return {keypoint.name: keypoint.description for keypoint in load_keypoint_table(path)}
+
+
+_FLIP_FROM_NAME = object()  # an entry without a "flip" key: its partner follows from a left/right name
+
+
+def load_keypoint_table(path: str | Path) -> KeypointSet:
+    """A user's keypoints, in the order their annotations list them, from a JSON or YAML table.
+
+    The table is either an ordered list of entries ``{name, description, flip}`` (``flip``: the name of the
+    mirror-image partner, ``null`` for none) or a mapping ``name: description``. An entry without a ``flip``
+    key, and every entry of a mapping, takes "right X" as the partner of "left X" (and the reverse) when both
+    are in the table: horizontal-flip augmentation swaps partners, and a left/right pair left unswapped would
+    teach the model the wrong side. The set is named after the file (``extra_keypoints.yaml``:
+    ``extra_keypoints``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"keypoint table not found: {path}")
     text = path.read_text(encoding="utf-8")
     if path.suffix in (".yaml", ".yml"):
         import yaml
@@ -30,9 +51,60 @@ def load_description_file(path: str | Path) -> dict[str, str]:
         data = yaml.safe_load(text)
     else:
         data = json.loads(text)
-    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-        raise ValueError(f"{path}: expected a mapping of keypoint name -> description (strings)")
-    return data
+    entries = _table_entries(data, path)
+    by_name: dict[str, str] = {}
+    for name, _, _ in entries:
+        if normalize_name(name) in by_name:
+            raise ValueError(f"{path}: keypoint {name!r} is listed twice")
+        by_name[normalize_name(name)] = name.strip()
+    keypoints = []
+    for name, description, flip in entries:
+        if flip is _FLIP_FROM_NAME:
+            flip = by_name.get(_mirrored_name(normalize_name(name)))
+        elif flip is not None:
+            if normalize_name(flip) not in by_name:
+                raise ValueError(f"{path}: the flip partner {flip!r} of {name!r} is not in the table")
+            flip = by_name[normalize_name(flip)]
+        keypoints.append(replace(custom_keypoint(name, description), flip=flip))
+    partner_of = {normalize_name(kp.name): kp.flip for kp in keypoints}
+    for kp in keypoints:
+        if kp.flip is None:
+            continue
+        partners_partner = partner_of[normalize_name(kp.flip)]
+        if partners_partner is None or normalize_name(partners_partner) != normalize_name(kp.name):
+            raise ValueError(f"{path}: {kp.name!r} names {kp.flip!r} as its flip partner, but {kp.flip!r} does "
+                             "not name it back")
+    return KeypointSet(path.stem, tuple(keypoints))
+
+
+def _table_entries(data, path: Path) -> list[tuple[str, str, object]]:
+    """(name, description, flip or ``_FLIP_FROM_NAME``) of each entry of a keypoint table, in order."""
+    shape = (f"{path}: a keypoint table is a list of {{name, description, flip}} entries or a mapping of "
+             "keypoint name -> description")
+    if isinstance(data, dict):
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+            raise ValueError(shape + " (strings)")
+        return [(name, description, _FLIP_FROM_NAME) for name, description in data.items()]
+    if not isinstance(data, list) or not data:
+        raise ValueError(shape)
+    entries = []
+    for number, entry in enumerate(data, 1):
+        if not isinstance(entry, dict) or set(entry) - {"name", "description", "flip"}:
+            raise ValueError(f"{shape}; entry {number} is {entry!r:.200}")
+        name, description = entry.get("name"), entry.get("description")
+        flip = entry.get("flip") if "flip" in entry else _FLIP_FROM_NAME
+        if not isinstance(name, str) or not isinstance(description, str) or not (
+                flip is None or flip is _FLIP_FROM_NAME or isinstance(flip, str)):
+            raise ValueError(f"{path}: entry {number} needs a name and a description (strings) and, if it has one, "
+                             f"a flip partner's name; got {entry!r:.200}")
+        entries.append((name, description, flip))
+    return entries
+
+
+def _mirrored_name(normalized: str) -> str | None:
+    side, _, part = normalized.partition(" ")
+    mirror = {"left": "right", "right": "left"}.get(side)
+    return f"{mirror} {part}" if mirror and part else None
 
 
 def load_reference_constants(path: str | Path) -> dict:
@@ -97,11 +169,13 @@ def custom_keypoint(name: str, description: str) -> Keypoint:
     return Keypoint(name, description)
 
 
-def resolve_keypoints(spec) -> KeypointSet:
+def resolve_keypoints(spec, known: dict[str, Keypoint] | None = None) -> KeypointSet:
     """Turn what a user asks for into a KeypointSet.
 
     ``spec`` is a KeypointSet, a set name (``"coco"``), or a list whose items are keypoint names we
-    know (``"left knee"``, ``"neck"``), ``(name, description)`` pairs, or Keypoint objects.
+    know (``"left knee"``, ``"neck"``), ``(name, description)`` pairs, or Keypoint objects. ``known`` adds
+    keypoints that may be asked by name alone (by normalized name; e.g. those a checkpoint was trained on);
+    a built-in keypoint of the same name comes first.
     """
     if isinstance(spec, KeypointSet):
         return spec
@@ -113,7 +187,7 @@ def resolve_keypoints(spec) -> KeypointSet:
                 return get_keypoint_set(spec)
             except KeyError:
                 spec = [spec]
-    known = all_known_keypoints()
+    known = {**(known or {}), **all_known_keypoints()}
     keypoints = []
     for item in spec:
         if isinstance(item, Keypoint):

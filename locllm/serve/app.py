@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,7 +33,6 @@ from ..data.synth import render_scene
 from ..engine.boxes import parse_box
 from ..engine.localizer import MODES, Localizer
 from ..keypoints import KEYPOINT_SETS, KeypointSet, normalize_name, resolve_keypoints
-from ..keypoints.sets import all_known_keypoints
 from ..viz import draw_keypoints
 
 MAX_PERSONS = 20  # one request holds the server (a single model) for every other user meanwhile
@@ -76,12 +76,13 @@ def parse_boxes(text: str | None) -> np.ndarray | None:
     return np.array(boxes)
 
 
-def described_keypoints(rows, asked: KeypointSet) -> list[str]:
+def described_keypoints(rows, asked: KeypointSet,
+                        resolve: Callable[[list[str]], KeypointSet] = resolve_keypoints) -> list[str]:
     """The rows of the extra-keypoint table as ``locllm predict --describe`` specs (``name=description``).
 
-    Empty rows are skipped; a built-in keypoint's name without a description brings its own description.
+    Empty rows are skipped; a known keypoint's name without a description brings its own description, as
+    ``resolve`` finds it (a localizer's ``keypoint_set`` also knows the keypoints of its checkpoint).
     """
-    known = all_known_keypoints()
     taken = {normalize_name(name) for name in asked.names}
     specs = []
     for number, row in enumerate(rows or [], 1):
@@ -96,11 +97,11 @@ def described_keypoints(rows, asked: KeypointSet) -> list[str]:
         if normalize_name(name) in taken:
             raise ValueError(f"{name!r} is asked twice: it is in the {asked.name} set or an earlier row")
         if not description:
-            builtin = known.get(normalize_name(name))
-            if builtin is None:
+            try:
+                description = resolve([name])[0].description
+            except KeyError:
                 raise ValueError(f"unknown keypoint {name!r}: describe where it is on the body "
-                                 "(a sentence in the description column)")
-            description = builtin.description
+                                 "(a sentence in the description column)") from None
         taken.add(normalize_name(name))
         specs.append(f"{name}={description}")
     if len(specs) > MAX_EXTRA_KEYPOINTS:
@@ -160,8 +161,8 @@ def localize_request(localizer: Localizer, image_path: str | Path | None, boxes_
         raise ValueError(f"{image_name!r} is not an image that can be read (PNG, JPEG, BMP, TIFF, WebP...)") from None
     boxes = parse_boxes(boxes_text)
     try:
-        kp_set, novel = requested_keypoints(keypoint_set,
-                                            described_keypoints(extra_rows, resolve_keypoints(keypoint_set)))
+        extras = described_keypoints(extra_rows, localizer.keypoint_set(keypoint_set), localizer.keypoint_set)
+        kp_set, novel = requested_keypoints(keypoint_set, extras, localizer.keypoint_set)
     except KeyError as err:
         raise ValueError(err.args[0]) from None
 

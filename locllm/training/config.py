@@ -33,8 +33,15 @@ class ModelConfig:
     Bases are either random-initialized from a named ``size`` of :mod:`locllm.models.tiny` (``vision`` /
     ``text`` override fields of its Dinov2 / Llama configs) or loaded from ``*_name_or_path``; a path
     replaces the ``size``'s config of that part.
+
+    ``type: clip_baseline`` trains the paper's CLIP baseline (:mod:`locllm.models.clip_baseline`) instead:
+    ``size`` (tiny | paper), ``tokenizer``, ``vision`` / ``text`` (fields of its two CLIP towers),
+    ``image_size``, the LoRA fields and ``train_*_base`` (the image / text tower) mean the same;
+    ``clip_baseline`` holds its own fields (``clip_model_name_or_path``, the head, the text template), and
+    each sample is asked about ``prompt.max_rounds`` of its visible keypoints.
     """
 
+    type: str = "locllm"  # locllm | clip_baseline
     size: str | None = "tiny"  # tiny | small | paper (random weights), or None with both base paths
     vision_model_name_or_path: str | None = None  # HF folder or a reference dinov2_vit*_pretrain.pth
     text_model_name_or_path: str | None = None  # HF folder of a causal LM (Vicuna-7B v1.5 in the paper)
@@ -54,8 +61,18 @@ class ModelConfig:
     text_lora_targets: list[str] | None = None  # None: the LM's q and v (self_attn.q_proj, self_attn.v_proj)
     init_from: str | None = None  # a checkpoint, or a run's output_dir (its newest checkpoint), to start from
     gradient_checkpointing: bool = False  # recompute the LM's activations in backward (7B on 24 GB GPUs)
+    clip_baseline: dict = field(default_factory=dict)  # type clip_baseline: its CLIPBaselineConfig fields
 
     def __post_init__(self):
+        if self.type not in ("locllm", "clip_baseline"):
+            raise ValueError(f"model.type must be 'locllm' or 'clip_baseline', got {self.type!r}")
+        if self.type == "clip_baseline":
+            clip_path = self.clip_baseline.get("clip_model_name_or_path")
+            if self.size is None and not clip_path:
+                raise ValueError("model.size may only be null with model.clip_baseline.clip_model_name_or_path")
+            if self.tokenizer is None and not clip_path:
+                raise ValueError("model.tokenizer is needed without a clip_model_name_or_path (use 'char' for tiny models)")
+            return
         if self.size is None and not (self.vision_model_name_or_path and self.text_model_name_or_path):
             raise ValueError("model.size may only be null when both base paths are given")
         if self.tokenizer is None and not self.text_model_name_or_path:
@@ -68,7 +85,8 @@ class DatasetConfig:
 
     type: str  # coco | mpii | h36m | captions
     repeat: float = 1.0  # repeat factor in the mixture (1.5 = every sample once, half of them twice)
-    args: dict = field(default_factory=dict)  # e.g. {annotation_file: ..., image_root: ...}
+    # e.g. {annotation_file: ..., image_root: ...}; your own keypoints: {keypoints: TABLE.yaml, keypoint_field: ...}
+    args: dict = field(default_factory=dict)
 
 
 @dataclass

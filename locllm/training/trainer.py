@@ -19,6 +19,7 @@ continue exactly where the checkpoint was written.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -35,8 +36,17 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
-from ..data.datasets import CaptionDataset, CocoKeypointDataset, Human36MDataset, MixtureDataset, MpiiDataset
+from ..data.datasets import (
+    CaptionDataset,
+    CocoKeypointDataset,
+    Human36MDataset,
+    MixtureDataset,
+    MpiiDataset,
+    PoseDataset,
+)
+from ..keypoints import load_keypoint_table
 from ..models import LocLLMConfig, LocLLMForKeypointLocalization
+from ..models.clip_baseline import CLIPBaselineCollator, CLIPBaselineForKeypointHeatmaps, clip_baseline_config
 from ..models.modeling_locllm import BASE_WEIGHTS, TRAINED_WEIGHTS
 from ..models.processing_locllm import LocLLMImageProcessor
 from ..models.tiny import locllm_config
@@ -57,6 +67,7 @@ logger = logging.getLogger(__name__)
 
 DATASET_TYPES = {"coco": CocoKeypointDataset, "mpii": MpiiDataset, "h36m": Human36MDataset, "captions": CaptionDataset}
 SAMPLER_STREAM = 2  # keeps the data order independent of the other seeded draws
+DESCRIPTIONS_FILE = "descriptions.json"  # a checkpoint's keypoint table, as Localizer.from_pretrained reads it
 
 
 class TrainingDiverged(RuntimeError):
@@ -188,8 +199,49 @@ def train_embeddings_for_new_tokens(model: LocLLMForKeypointLocalization) -> Non
         embedding.weight.requires_grad_(True)
 
 
-def build_dataset(config: TrainConfig, crop_size: int) -> Dataset:
-    """The mixture of the config's datasets, in training mode."""
+# Set by the model section's own fields; model.clip_baseline holds only what the baseline alone has.
+CLIP_BASELINE_SHARED_FIELDS = ("image_size", "lora_vision", "lora_text", "lora_r", "lora_alpha", "lora_dropout",
+                               "train_vision_base", "train_text_base")
+
+
+def build_clip_baseline(config: TrainConfig, resume: str | Path | None,
+                        base_dtype: torch.dtype | None) -> tuple[CLIPBaselineForKeypointHeatmaps, object]:
+    """``model.type: clip_baseline``: the model and its tokenizer, from ``resume`` or fresh (head random,
+    LoRA B zero) on the CLIP weights of ``model.clip_baseline.clip_model_name_or_path`` or of a ``size``."""
+    if resume is not None:
+        return (CLIPBaselineForKeypointHeatmaps.from_pretrained(resume, dtype=base_dtype),
+                AutoTokenizer.from_pretrained(resume))
+    m = config.model
+    if config.optim.stage != 2 or m.init_from:
+        raise ValueError("model.type clip_baseline trains in one stage (optim.stage 2), without model.init_from")
+    shared = sorted(set(m.clip_baseline) & set(CLIP_BASELINE_SHARED_FIELDS))
+    if shared:
+        raise ValueError(f"model.clip_baseline: set {shared} in the model section itself")
+    path = m.clip_baseline.get("clip_model_name_or_path")
+    tokenizer = build_char_tokenizer() if m.tokenizer == "char" else AutoTokenizer.from_pretrained(m.tokenizer or path)
+    model_config = clip_baseline_config(m.size or "paper", tokenizer=tokenizer)  # a path replaces these towers
+    towers = model_config.clip_config
+    for sub_config, overrides in ((towers.vision_config, m.vision), (towers.text_config, m.text)):
+        for key, value in overrides.items():
+            if not hasattr(sub_config, key):
+                raise ValueError(f"model: {type(sub_config).__name__} has no field {key!r}")
+            setattr(sub_config, key, value)
+    for key in CLIP_BASELINE_SHARED_FIELDS:
+        if getattr(m, key) is not None:
+            setattr(model_config, key, getattr(m, key))
+    for key, value in m.clip_baseline.items():
+        if not hasattr(model_config, key):
+            raise ValueError(f"model.clip_baseline: CLIPBaselineConfig has no field {key!r}")
+        setattr(model_config, key, value)
+    model_config.check_geometry()
+    torch.manual_seed(config.seed)  # random towers and head are the same in every process
+    return CLIPBaselineForKeypointHeatmaps.from_bases(model_config, dtype=base_dtype), tokenizer
+
+
+def build_dataset(config: TrainConfig, crop_size: int) -> MixtureDataset:
+    """The mixture of the config's datasets, in training mode. A dataset's ``keypoints``, when given, is the
+    path of a keypoint table (:func:`~locllm.keypoints.load_keypoint_table`): its own keypoints, in the order
+    of its annotations (with ``keypoint_field`` for a COCO file that keeps them under another key)."""
     parts = []
     for i, spec in enumerate(config.data.datasets):
         if spec.type not in DATASET_TYPES:
@@ -202,11 +254,25 @@ def build_dataset(config: TrainConfig, crop_size: int) -> Dataset:
         clash = sorted(set(spec.args) & set(managed))
         if clash:
             raise ValueError(f"data.datasets.{i}: {clash} are set by the trainer (data.crop_size, data.augmentation, ...)")
+        args = dict(spec.args)
+        if "keypoints" in args:
+            args["keypoints"] = load_keypoint_table(args["keypoints"])
         try:
-            parts.append(DATASET_TYPES[spec.type](**spec.args, **managed))
+            parts.append(DATASET_TYPES[spec.type](**args, **managed))
         except TypeError as error:
             raise ValueError(f"data.datasets.{i} ({spec.type}): {error}") from None
     return MixtureDataset(parts, [spec.repeat for spec in config.data.datasets], seed=config.seed)
+
+
+def trained_descriptions(dataset: MixtureDataset) -> dict[str, str]:
+    """Every keypoint the datasets ask about, with the description its prompts give: the checkpoint's
+    ``descriptions.json``, so that inference asks a keypoint by its name alone, in the words it was trained with."""
+    descriptions: dict[str, str] = {}
+    for part in dataset.datasets:
+        if isinstance(part, PoseDataset):
+            for keypoint in part.keypoints:
+                descriptions.setdefault(keypoint.name, keypoint.description)
+    return descriptions
 
 
 class _EpochItems(Dataset):
@@ -276,39 +342,47 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     set_seed(config.seed)
 
     # -- model, tokenizer and prompts
-    if resume is not None:
+    if resume is None and ckpt.list_checkpoints(output_dir):
+        raise ValueError(f"{output_dir} already holds checkpoints of a run: continue it with --resume, "
+                         "or choose another output_dir")
+    if config.model.type == "clip_baseline":
+        model, tokenizer = build_clip_baseline(config, resume, base_dtype)
+    elif resume is not None:
         resume = Path(resume)
         model = LocLLMForKeypointLocalization.from_pretrained(resume, dtype=base_dtype)
         tokenizer = AutoTokenizer.from_pretrained(resume)
         style = PromptStyle.from_dict(model.config.prompt_style)
     else:
-        if ckpt.list_checkpoints(output_dir):
-            raise ValueError(f"{output_dir} already holds checkpoints of a run: continue it with --resume, "
-                             "or choose another output_dir")
         style = build_prompt_style(config)
         tokenizer = build_tokenizer(config, style)
         model = build_model(config, build_model_config(config, tokenizer, style), base_dtype)
-    # after the model: a base path's tower decides the number of image tokens
-    builder = PromptBuilder(tokenizer, style, num_image_tokens=model.config.num_image_tokens)
-    if config.prompt.coordinates == "location_tokens":
-        train_embeddings_for_new_tokens(model)
-    if config.model.gradient_checkpointing:
-        model.language_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    if config.model.type == "locllm":
+        # after the model: a base path's tower decides the number of image tokens
+        builder = PromptBuilder(tokenizer, style, num_image_tokens=model.config.num_image_tokens)
+        if config.prompt.coordinates == "location_tokens":
+            train_embeddings_for_new_tokens(model)
+        if config.model.gradient_checkpointing:
+            model.language_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     trainable_parameters = model.trainable_parameter_count()
 
     # -- data
     crop_size = config.data.crop_size or model.config.image_size
     dataset = build_dataset(config, crop_size)
+    descriptions = trained_descriptions(dataset)
     if len(dataset) < config.optim.batch_size:
         raise ValueError(f"the data has {len(dataset)} samples, fewer than one batch of {config.optim.batch_size}")
     steps_per_epoch = len(dataset) // config.optim.batch_size
     total_steps = config.optim.max_steps or config.optim.epochs * steps_per_epoch
-    collator = TrainingCollator(
-        builder, answer_codec(config), LocLLMImageProcessor.from_config(model.config),
-        max_rounds=config.prompt.max_rounds, seed=config.seed,
-        pad_token_id=_pad_token_id(tokenizer), supervise_unknown_depth=config.prompt.supervise_unknown_depth,
-    )
+    if config.model.type == "clip_baseline":
+        collator = CLIPBaselineCollator(model.config, tokenizer, keypoints_per_sample=config.prompt.max_rounds,
+                                        seed=config.seed)
+    else:
+        collator = TrainingCollator(
+            builder, answer_codec(config), LocLLMImageProcessor.from_config(model.config),
+            max_rounds=config.prompt.max_rounds, seed=config.seed,
+            pad_token_id=_pad_token_id(tokenizer), supervise_unknown_depth=config.prompt.supervise_unknown_depth,
+        )
 
     # -- optimizer, schedule, and where to start
     optimizer = make_optimizer(model, config)
@@ -373,7 +447,7 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
                 next_position = ckpt.DataPosition(epoch + 1, 0, position.sampler_seed)
             if global_step % config.checkpoint.every_steps == 0 or global_step == total_steps:
                 last_checkpoint = _save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, config,
-                                                   global_step, next_position)
+                                                   global_step, next_position, descriptions)
             if global_step == total_steps:
                 break
         epoch, first_step = epoch + 1, 0
@@ -393,10 +467,12 @@ def _optimizer_step(model, batches, optimizer, scheduler, trainable, accelerator
     """Forward and backward every micro-batch, then one update; returns (mean loss, gradient norm).
 
     Each micro-batch's loss is its summed token loss divided by the supervised tokens of the whole global
-    batch; DDP averages gradients over processes, so the loss is multiplied by their number.
+    batch (the CLIP baseline: summed heatmap losses by supervised queries); DDP averages gradients over
+    processes, so the loss is multiplied by their number.
     """
     device = accelerator.device
-    local_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)  # labels shift by one
+    local_tokens = sum(int(b["target_weights"].sum()) if "target_weights" in b
+                       else int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)  # labels shift by one
     global_tokens = accelerator.reduce(torch.tensor(local_tokens, device=device), reduction="sum")
     loss_sum = torch.zeros((), device=device)
     for i, batch in enumerate(batches):
@@ -423,7 +499,8 @@ def _optimizer_step(model, batches, optimizer, scheduler, trainable, accelerator
     return loss, grad_norm
 
 
-def _save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, config, global_step, position) -> Path:
+def _save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, config, global_step, position,
+                     descriptions: dict[str, str]) -> Path:
     temporary = ckpt.temporary_checkpoint_dir(config.output_dir, global_step)
     if accelerator.is_main_process:
         ckpt.begin_checkpoint(config.output_dir, global_step)
@@ -431,6 +508,8 @@ def _save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, config
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(temporary)
         tokenizer.save_pretrained(temporary)
+        (temporary / DESCRIPTIONS_FILE).write_text(json.dumps(descriptions, indent=2, ensure_ascii=False) + "\n",
+                                                  encoding="utf-8")
         dump_config(config, temporary / "train_config.yaml")
         ckpt.save_training_state(temporary, optimizer, scheduler, global_step, position, accelerator.num_processes)
     ckpt.save_rng_state(temporary, accelerator.process_index)

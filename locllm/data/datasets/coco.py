@@ -35,12 +35,15 @@ def load_coco(annotation_file: str | Path | COCO) -> COCO:
 
 
 def person_annotations(
-    coco: COCO, num_keypoints: int, skip: Callable[[str], None], category_id: int = PERSON_CATEGORY_ID
+    coco: COCO, num_keypoints: int, skip: Callable[[str], None], category_id: int = PERSON_CATEGORY_ID,
+    keypoint_field: str = "keypoints",
 ) -> Iterator[tuple[dict, dict, np.ndarray]]:
     """``(image entry, annotation, keypoints (K, 3) as x, y, v)`` for every non-crowd person, image by image.
 
-    Annotations of another category, crowds, keypoint lists of the wrong length and annotations on image
-    entries without ``file_name``, ``width`` and ``height`` are passed to ``skip`` with the reason.
+    The keypoints are read from the annotation's ``keypoint_field`` (SynthPose keeps its extra keypoint types
+    in ``extra_keypoints``). Annotations of another category, crowds, keypoint lists of the wrong length and
+    annotations on image entries without ``file_name``, ``width`` and ``height`` are passed to ``skip`` with
+    the reason.
     """
     for image_id in coco.getImgIds():
         image_info = coco.loadImgs(image_id)[0]
@@ -54,9 +57,10 @@ def person_annotations(
             if annotation.get("iscrowd", 0):
                 skip("crowd")
                 continue
-            keypoints = np.asarray(annotation.get("keypoints", ()), dtype=np.float64)
+            keypoints = np.asarray(annotation.get(keypoint_field, ()), dtype=np.float64)
             if keypoints.size != 3 * num_keypoints:
-                skip(f"without {num_keypoints} keypoints")
+                reason = f"without {num_keypoints} keypoints"
+                skip(reason if keypoint_field == "keypoints" else f"{reason} in {keypoint_field!r}")
                 continue
             yield image_info, annotation, keypoints.reshape(num_keypoints, 3)
 
@@ -69,6 +73,8 @@ class CocoKeypointDataset(PoseDataset):
         image_root: folder the images' ``file_name``s are relative to.
         scale_factor: box enlargement (the reference: 1.0; HRNet/ViTPose use 1.25).
         category_id: the person category.
+        keypoint_field: the annotation key holding the ``[x, y, v] * K`` of ``keypoints`` (a set of your own,
+            e.g. from :func:`~locllm.keypoints.load_keypoint_table`, goes with its own field).
         Other arguments: see :class:`~locllm.data.datasets.base.PoseDataset`.
 
     ``meta`` holds ``annotation_id``, ``bbox`` (x, y, w, h as annotated), ``area`` and ``file_name``.
@@ -87,6 +93,7 @@ class CocoKeypointDataset(PoseDataset):
         exclude_keypoints: Sequence[str] = (),
         seed: int = 0,
         category_id: int = PERSON_CATEGORY_ID,
+        keypoint_field: str = "keypoints",
     ) -> None:
         super().__init__(
             image_root, COCO_KEYPOINTS if keypoints is None else keypoints, train=train, crop_size=crop_size,
@@ -94,13 +101,14 @@ class CocoKeypointDataset(PoseDataset):
             exclude_keypoints=exclude_keypoints, seed=seed, pixel_std=PIXEL_STD,
         )
         self.scale_factor = scale_factor
+        self.keypoint_field = keypoint_field
         source = "a COCO object" if isinstance(annotation_file, COCO) else str(annotation_file)
         self._set_records(self._parse(load_coco(annotation_file), category_id), source)
 
     def _parse(self, coco: COCO, category_id: int) -> list[PoseRecord]:
         records = []
         for image_info, annotation, keypoints in person_annotations(
-            coco, len(self.keypoints), self._skip_annotation, category_id
+            coco, len(self.keypoints), self._skip_annotation, category_id, self.keypoint_field
         ):
             box = sanitize_coco_box(annotation["bbox"], image_info["width"], image_info["height"])
             center, scale = box_to_center_scale(box, self.aspect_ratio, self.scale_factor, PIXEL_STD)
