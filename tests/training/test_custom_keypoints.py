@@ -9,7 +9,7 @@ import pytest
 
 from locllm.cli import main
 from locllm.engine import Localizer
-from locllm.keypoints import EXTRA_KEYPOINTS, load_keypoint_table
+from locllm.keypoints import COCO_KEYPOINTS, EXTRA_KEYPOINTS, load_keypoint_table
 from locllm.serve.app import localize_request
 from locllm.training.config import load_config
 from locllm.training.trainer import build_dataset
@@ -59,19 +59,23 @@ def test_walkthrough_from_synth_to_predict(tmp_path, monkeypatch, capsys):
     table = tmp_path / "my_keypoints.json"
     table.write_text(json.dumps(USER_TABLE))
     run = tmp_path / "run"
-    overrides = [f"output_dir={run}", f"data.datasets.0.annotation_file={data / 'annotations' / 'train.json'}",
-                 f"data.datasets.0.image_root={data / 'images'}", f"data.datasets.0.keypoints={table}",
+    # dataset 0: the user's keypoints; dataset 1: the COCO keypoints the demo checkpoint knows, replayed
+    overrides = [f"output_dir={run}", f"data.datasets.0.keypoints={table}",
+                 *(f"data.datasets.{i}.{key}={value}" for i in (0, 1) for key, value in (
+                     ("annotation_file", data / "annotations" / "train.json"), ("image_root", data / "images"))),
                  "optim.max_steps=2", "optim.batch_size=4", "optim.micro_batch_size=2", "optim.warmup_steps=0",
                  "checkpoint.every_steps=2", "logging.progress_bar=false", "logging.tensorboard=false"]
 
     # the dataset reads the table's keypoints from extra_keypoints, flip partners from their names
-    (dataset,) = build_dataset(load_config(CONFIG, overrides), crop_size=64).datasets
-    assert dataset.keypoints.names == list(USER_TABLE) and dataset.flip_indices == [0, 1, 2, 3, 5, 4]
+    users, replayed = build_dataset(load_config(CONFIG, overrides), crop_size=64).datasets
+    assert users.keypoints.names == list(USER_TABLE) and users.flip_indices == [0, 1, 2, 3, 5, 4]
+    assert replayed.keypoints == COCO_KEYPOINTS
 
     assert main(["train", str(CONFIG), *sum((["--set", o] for o in overrides), []),
                  "--json", str(tmp_path / "train.json")]) == 0
     checkpoint = Path(json.loads((tmp_path / "train.json").read_text())["checkpoint"])
-    assert json.loads((checkpoint / "descriptions.json").read_text()) == USER_TABLE
+    trained = json.loads((checkpoint / "descriptions.json").read_text())
+    assert trained == {**USER_TABLE, **{k.name: k.description for k in COCO_KEYPOINTS}}
 
     assert main(["eval", "--checkpoint", str(checkpoint), "--dataset", "custom",
                  "--ann", str(data / "annotations" / "val.json"), "--images", str(data / "images"),
