@@ -67,12 +67,23 @@ def reference_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     Returns per row the generated ids (up to, not including, EOS) and the (rows, steps) max softmax
     probability at each step, which the caller turns into scores the way the reference does.
     """
-    out = model.generate(
-        input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
-        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-        eos_token_id=eos_token_id, pad_token_id=pad_token_id, suppress_tokens=list(suppress_token_ids) or None,
-        output_scores=True, return_dict_in_generate=True,
-    )
+    def pass_images_every_step(module, args, kwargs):
+        # generate (transformers >= 5) hands pixel_values to the prefill only; the reference's generate
+        # passed them at every step and its forward re-encoded them each time, the cost this mode measures.
+        if kwargs.get("pixel_values") is None:
+            kwargs["pixel_values"] = pixel_values
+        return args, kwargs
+
+    hook = model.register_forward_pre_hook(pass_images_every_step, with_kwargs=True)
+    try:
+        out = model.generate(
+            input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
+            max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+            eos_token_id=eos_token_id, pad_token_id=pad_token_id, suppress_tokens=list(suppress_token_ids) or None,
+            output_scores=True, return_dict_in_generate=True,
+        )
+    finally:
+        hook.remove()
     new_tokens = out.sequences[:, input_ids.shape[1]:]
     step_probs = torch.stack([s.float().softmax(-1).max(-1).values for s in out.scores], dim=1)
     token_ids = []

@@ -33,6 +33,20 @@ def test_fast_greedy_equals_reference_real_tokenizers(name, request, tmp_path):
     assert fast == reference
 
 
+def test_reference_mode_encodes_the_images_at_every_step_and_fast_mode_once(char_checkpoint):
+    """The cost the reference pays (SPEC 3): each generate step re-encodes the person's K image copies."""
+    localizer = Localizer.from_pretrained(char_checkpoint, device="cpu")
+    localizer.constrained = False  # a random model writes answers of any length: count the steps taken
+    encoded = []
+    original = localizer.model.get_image_features
+    localizer.model.get_image_features = lambda pixels: encoded.append(len(pixels)) or original(pixels)
+    localizer.localize(IMAGE, BOXES[:1], ["nose", "neck"], mode="reference")
+    assert len(encoded) > 1 and set(encoded) == {2}  # prefill and every later step, both copies each time
+    encoded.clear()
+    localizer.localize(IMAGE, BOXES[:1], ["nose", "neck"], mode="fast")
+    assert encoded == [1]
+
+
 def test_constrained_answers_always_parse(char_checkpoint):
     localizer = Localizer.from_pretrained(char_checkpoint, device="cpu")
     people = localizer.localize(IMAGE, BOXES, "coco")
