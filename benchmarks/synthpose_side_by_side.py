@@ -1,0 +1,210 @@
+"""LocLLM and the CLIP heatmap baseline trained with the same budget on the same SynthPose data.
+
+    OMP_NUM_THREADS=1 python benchmarks/synthpose_side_by_side.py --out runs/side_by_side
+
+Both models train through ``locllm train`` on the same 1,800 SynthPose images (easy, 64 px, one
+person), the same crops and augmentation, the same number of steps of batch 16 and up to 5 keypoints
+per crop. Two starting points:
+
+- ``random towers``: each model as its SynthPose config builds it (``configs/synthpose/tiny_cpu.yaml``,
+  ``configs/synthpose/clip_baseline.yaml``, each with its own learning rate), 5 epochs (560 steps).
+- ``pretrained tower``: both models share one frozen image tower (a tiny CLIP vision tower)
+  pre-trained on the training crops to find the keypoints' patches (:mod:`locllm.training.
+  vision_pretrain`, the demo's stand-in for a pretrained DINOv2 or CLIP; in the held-out protocol it
+  never sees the held-out types), then train what is theirs at lr 2e-3 for 20 epochs (2,240 steps):
+  LocLLM its projector and whole (random) LM, the baseline its head over the frozen random text
+  tower.
+
+Two protocols: all 17 keypoints trained, and the paper's novel-keypoint protocol (right elbow, left
+wrist, left knee and right ankle never asked in training, scored on their own). Every model is
+scored by ``locllm eval`` on the 200 validation persons with ground-truth boxes; the floor is the
+image-blind mean pose (each keypoint's mean position in the crop over the training crops, the same
+answer for every person). Writes ``results.json`` and a Markdown table into ``--out`` and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from transformers import CLIPModel, CLIPVisionModel
+
+from locllm.data.geometry import PIXEL_STD, box_to_center_scale, crop_image, image_to_crop
+from locllm.evaluation.coco import evaluate_coco_keypoints
+from locllm.keypoints import COCO_KEYPOINTS, PAPER_HELD_OUT
+from locllm.models import CLIP_MEAN, CLIP_STD
+from locllm.models.clip_baseline import clip_baseline_config
+from locllm.models.processing_locllm import LocLLMImageProcessor
+from locllm.prompts.char_tokenizer import build_char_tokenizer
+from locllm.training.checkpoint import latest_checkpoint
+from locllm.training.vision_pretrain import TrainingBudget, pretrain_vision_tower
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS = {"LocLLM": "configs/synthpose/tiny_cpu.yaml", "CLIP baseline": "configs/synthpose/clip_baseline.yaml"}
+PROTOCOLS = {"all 17 trained": [], "4 held out": list(PAPER_HELD_OUT)}
+STARTS = ("random towers", "pretrained tower")
+CROP_SIZE = 64
+TOWER = {"patch_size": 8, "image_size": CROP_SIZE, "hidden_size": 64, "intermediate_size": 256,
+         "num_attention_heads": 4, "num_hidden_layers": 2}  # the towers of both SynthPose configs
+PRETRAIN_STEPS = 3000
+# What each model trains on top of the shared frozen tower (the demo recipe's LocLLM stage).
+PRETRAINED_OVERRIDES = {
+    "LocLLM": ["model.lora_vision=false", "model.train_vision_base=false", "model.lora_text=false",
+               "model.train_text_base=true", "model.lora_dropout=0.0", "optim.lr=2.0e-3"],
+    "CLIP baseline": ["model.train_vision_base=false", "optim.lr=2.0e-3"],
+}
+
+
+def locllm(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "locllm", *args], check=True, cwd=REPO)
+
+
+def crop_frames(annotations: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Centres and sides of the crops the models see: the box padded to a square, not enlarged."""
+    boxes = np.array([a["bbox"] for a in annotations], dtype=np.float64)
+    return boxes[:, :2] + boxes[:, 2:] / 2, boxes[:, 2:].max(axis=1)
+
+
+def mean_pose_floor(data: Path, held_out: list[str]) -> dict:
+    train = json.loads((data / "annotations/train.json").read_text())["annotations"]
+    centers, sides = crop_frames(train)
+    points = np.array([a["keypoints"] for a in train], dtype=np.float64).reshape(len(train), -1, 3)
+    labelled = points[..., 2:] > 0
+    in_crop = (points[..., :2] - centers[:, None]) / sides[:, None, None]
+    mean = (in_crop * labelled).sum(axis=0) / labelled.sum(axis=0)  # (K, 2)
+
+    val_file = data / "annotations/val.json"
+    val = json.loads(val_file.read_text())["annotations"]
+    centers, sides = crop_frames(val)
+    results = []
+    for annotation, center, side in zip(val, centers, sides, strict=True):
+        answer = np.column_stack([center + mean * side, np.ones(len(mean))])
+        results.append({"image_id": annotation["image_id"], "category_id": 1,
+                        "keypoints": answer.reshape(-1).tolist(), "score": 1.0})
+    unseen = [COCO_KEYPOINTS.index(n) for n in held_out]
+    seen = [i for i in range(len(COCO_KEYPOINTS)) if i not in unseen]
+    return {
+        "all": evaluate_coco_keypoints(val_file, results, boxes="gt")["AP"],
+        "seen": evaluate_coco_keypoints(val_file, results, boxes="gt", keypoint_indices=seen)["AP"],
+        "unseen": evaluate_coco_keypoints(val_file, results, boxes="gt", keypoint_indices=unseen)["AP"],
+    }
+
+
+def training_crops(data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(M, S, S, 3) uint8 crops of the training persons, (M, K, 2) keypoints in crop pixels, (M, K) the
+    labelled ones inside the crop: cut as the models' image processor cuts them."""
+    annotations = json.loads((data / "annotations/train.json").read_text())
+    files = {image["id"]: image["file_name"] for image in annotations["images"]}
+    crops, points, labelled = [], [], []
+    for annotation in annotations["annotations"]:
+        image = cv2.cvtColor(cv2.imread(str(data / "images" / files[annotation["image_id"]])), cv2.COLOR_BGR2RGB)
+        center, scale = box_to_center_scale(np.asarray(annotation["bbox"], dtype=np.float64), 1.0, 1.0, PIXEL_STD)
+        keypoints = np.asarray(annotation["keypoints"], dtype=np.float64).reshape(-1, 3)
+        in_crop = image_to_crop(keypoints[:, :2], center, scale, CROP_SIZE)
+        crops.append(crop_image(image, center, scale, 0.0, CROP_SIZE))
+        points.append(in_crop)
+        labelled.append((keypoints[:, 2] > 0) & ((in_crop >= 0) & (in_crop < CROP_SIZE)).all(axis=1))
+    return np.stack(crops), np.stack(points).astype(np.float32), np.stack(labelled)
+
+
+def pretrained_tower(out: Path, data: Path, held_out: list[str]) -> Path:
+    """A CLIP folder (tokenizer included) whose image tower learnt on the training crops where the
+    keypoints not held out lie; its text tower is random. Both models of the pretrained setting load it."""
+    folder = out / ("tower-" + ("held_out" if held_out else "all"))
+    if (folder / "config.json").exists():
+        return folder
+    tokenizer = build_char_tokenizer()
+    clip_config = clip_baseline_config("tiny", tokenizer=tokenizer).clip_config
+    for key, value in TOWER.items():
+        setattr(clip_config.vision_config, key, value)
+    torch.manual_seed(0)
+    tower = CLIPVisionModel(clip_config.vision_config)
+    crops, points, labelled = training_crops(data)
+    labelled[:, [COCO_KEYPOINTS.index(name) for name in held_out]] = False
+    pretrain_vision_tower(tower, crops, points, labelled, LocLLMImageProcessor(CROP_SIZE, CLIP_MEAN, CLIP_STD),
+                          TrainingBudget(steps=PRETRAIN_STEPS), log_every=500)
+    clip = CLIPModel(clip_config)
+    clip.vision_model.load_state_dict(tower.state_dict())
+    clip.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def train_and_evaluate(out: Path, data: Path, model: str, protocol: str, start: str) -> dict:
+    run = out / f"{model}-{protocol}-{start}".replace(" ", "_")
+    held_out = PROTOCOLS[protocol]
+    overrides = [f"output_dir={run}",
+                 f"data.datasets=[{{type: coco, annotation_file: {data}/annotations/train.json, "
+                 f"image_root: {data}/images}}]",
+                 f"data.exclude_keypoints=[{', '.join(held_out)}]"]
+    if start == "random towers":
+        overrides.append("optim.epochs=5")
+    else:
+        tower = pretrained_tower(out, data, held_out)
+        path_key = "model.vision_model_name_or_path" if model == "LocLLM" else "model.clip_baseline.clip_model_name_or_path"
+        overrides += ["optim.epochs=20", f"{path_key}={tower}", *PRETRAINED_OVERRIDES[model]]
+    start = time.perf_counter()
+    locllm("train", MODELS[model], *[arg for o in overrides for arg in ("--set", o)])
+    train_minutes = (time.perf_counter() - start) / 60
+    report = run / "eval.json"
+    locllm("eval", "--checkpoint", str(latest_checkpoint(run)), "--dataset", "coco", "--no-progress",
+           "--ann", str(data / "annotations/val.json"), "--images", str(data / "images"),
+           *(["--held-out", "paper"] if held_out else []), "--json", str(report))
+    metrics = json.loads(report.read_text())["metrics"]
+    novel = metrics.get("novel_keypoints")
+    return {"model": model, "protocol": protocol, "start": start, "train_minutes": train_minutes,
+            "checkpoint": str(latest_checkpoint(run)), "AP": metrics["AP"],
+            "seen_AP": novel["seen"]["AP"] if novel else None, "unseen_AP": novel["unseen"]["AP"] if novel else None}
+
+
+def table(rows: list[dict], floor: dict) -> str:
+    def ap(value):
+        return "" if value is None else f"{100 * value:.1f}"
+
+    lines = ["| start | model | protocol | AP (all 17) | AP seen 13 | AP 4 held out | training (min) |",
+             "|---|---|---|---|---|---|---|",
+             f"| | image-blind mean pose (floor) | fitted on all 17 | {ap(floor['all'])} | {ap(floor['seen'])} | "
+             f"{ap(floor['unseen'])} | 0 |"]
+    for row in sorted(rows, key=lambda r: (STARTS.index(r["start"]), list(PROTOCOLS).index(r["protocol"]))):
+        lines.append(f"| {row['start']} | {row['model']} | {row['protocol']} | {ap(row['AP'])} | "
+                     f"{ap(row['seen_AP'])} | {ap(row['unseen_AP'])} | {row['train_minutes']:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="runs/side_by_side", type=Path)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--starts", nargs="+", default=list(STARTS), choices=STARTS)
+    args = parser.parse_args()
+    out = args.out.resolve()
+    data = out / "data"
+    if not (data / "annotations/val.json").exists():
+        locllm("synth", "--out", str(data), "--num-images", "2000", "--size", "64", "--persons", "1",
+               "--difficulty", "easy")
+    results_file = out / "results.json"
+    done = json.loads(results_file.read_text())["runs"] if results_file.exists() else []
+    floor = mean_pose_floor(data, list(PAPER_HELD_OUT))
+    for start in args.starts:
+        for model in args.models:
+            for protocol in PROTOCOLS:
+                if any((r["model"], r["protocol"], r["start"]) == (model, protocol, start) for r in done):
+                    continue
+                done.append(train_and_evaluate(out, data, model, protocol, start))
+                results_file.write_text(json.dumps({"mean_pose_floor": floor, "runs": done,
+                                                    "threads": os.environ.get("OMP_NUM_THREADS")}, indent=2))
+    text = table(done, floor)
+    (out / "table.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
