@@ -39,6 +39,7 @@ from transformers import CLIPModel, CLIPVisionModel
 
 from locllm.data.geometry import PIXEL_STD, box_to_center_scale, crop_image, image_to_crop
 from locllm.evaluation.coco import evaluate_coco_keypoints
+from locllm.evaluation.pck import pck
 from locllm.keypoints import COCO_KEYPOINTS, PAPER_HELD_OUT
 from locllm.models import CLIP_MEAN, CLIP_STD
 from locllm.models.clip_baseline import clip_baseline_config
@@ -73,29 +74,51 @@ def crop_frames(annotations: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     return boxes[:, :2] + boxes[:, 2:] / 2, boxes[:, 2:].max(axis=1)
 
 
-def mean_pose_floor(data: Path, held_out: list[str]) -> dict:
+def keypoint_groups(held_out: list[str]) -> dict[str, list[int]]:
+    unseen = [COCO_KEYPOINTS.index(n) for n in held_out]
+    return {"all": list(range(len(COCO_KEYPOINTS))),
+            "seen": [i for i in range(len(COCO_KEYPOINTS)) if i not in unseen], "unseen": unseen}
+
+
+def scores(val_file: Path, predictions: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict:
+    """COCO AP and PCK@0.1 of the crop side, over all keypoints, the seen ones and the held-out ones.
+
+    ``predictions``: per annotation id, (K, 2) keypoints in image pixels, (K,) scores and (K,) whether
+    the answer parsed (PCK counts an unparsed one as a miss; AP scores the stand-in point given)."""
+    val = json.loads(val_file.read_text())["annotations"]
+    _, sides = crop_frames(val)
+    truth = np.array([a["keypoints"] for a in val], dtype=np.float64).reshape(len(val), -1, 3)
+    results, answers = [], []
+    for annotation in val:
+        points, confidence, valid = predictions[annotation["id"]]
+        results.append({"image_id": annotation["image_id"], "category_id": 1,
+                        "keypoints": np.column_stack([points, confidence]).reshape(-1).tolist(),
+                        "score": float(confidence.mean())})
+        answers.append(np.where(valid[:, None], points, np.nan))
+    answers = np.stack(answers)
+    figures = {}
+    for group, indices in keypoint_groups(list(PAPER_HELD_OUT)).items():
+        counted = np.zeros(truth.shape[:2], dtype=bool)
+        counted[:, indices] = truth[:, indices, 2] > 0
+        figures[f"AP_{group}"] = evaluate_coco_keypoints(val_file, results, boxes="gt", keypoint_indices=indices)["AP"]
+        figures[f"PCK@0.1_{group}"] = pck(answers, truth[..., :2], counted, sides, (0.1,))["pck@0.1"]
+    return figures
+
+
+def mean_pose_floor(data: Path) -> dict:
+    """The image-blind answer: each keypoint at its mean position in the training crops, for everyone."""
     train = json.loads((data / "annotations/train.json").read_text())["annotations"]
     centers, sides = crop_frames(train)
     points = np.array([a["keypoints"] for a in train], dtype=np.float64).reshape(len(train), -1, 3)
     labelled = points[..., 2:] > 0
     in_crop = (points[..., :2] - centers[:, None]) / sides[:, None, None]
     mean = (in_crop * labelled).sum(axis=0) / labelled.sum(axis=0)  # (K, 2)
-
     val_file = data / "annotations/val.json"
     val = json.loads(val_file.read_text())["annotations"]
     centers, sides = crop_frames(val)
-    results = []
-    for annotation, center, side in zip(val, centers, sides, strict=True):
-        answer = np.column_stack([center + mean * side, np.ones(len(mean))])
-        results.append({"image_id": annotation["image_id"], "category_id": 1,
-                        "keypoints": answer.reshape(-1).tolist(), "score": 1.0})
-    unseen = [COCO_KEYPOINTS.index(n) for n in held_out]
-    seen = [i for i in range(len(COCO_KEYPOINTS)) if i not in unseen]
-    return {
-        "all": evaluate_coco_keypoints(val_file, results, boxes="gt")["AP"],
-        "seen": evaluate_coco_keypoints(val_file, results, boxes="gt", keypoint_indices=seen)["AP"],
-        "unseen": evaluate_coco_keypoints(val_file, results, boxes="gt", keypoint_indices=unseen)["AP"],
-    }
+    everywhere = np.ones(len(mean))
+    return scores(val_file, {a["id"]: (c + mean * side, everywhere, everywhere > 0)
+                             for a, c, side in zip(val, centers, sides, strict=True)})
 
 
 def training_crops(data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -138,7 +161,7 @@ def pretrained_tower(out: Path, data: Path, held_out: list[str]) -> Path:
     return folder
 
 
-def train_and_evaluate(out: Path, data: Path, model: str, protocol: str, start: str) -> dict:
+def train(out: Path, data: Path, model: str, protocol: str, start: str) -> dict:
     run = out / f"{model}-{protocol}-{start}".replace(" ", "_")
     held_out = PROTOCOLS[protocol]
     overrides = [f"output_dir={run}",
@@ -151,31 +174,47 @@ def train_and_evaluate(out: Path, data: Path, model: str, protocol: str, start: 
         tower = pretrained_tower(out, data, held_out)
         path_key = "model.vision_model_name_or_path" if model == "LocLLM" else "model.clip_baseline.clip_model_name_or_path"
         overrides += ["optim.epochs=20", f"{path_key}={tower}", *PRETRAINED_OVERRIDES[model]]
-    start = time.perf_counter()
+    began = time.perf_counter()
     locllm("train", MODELS[model], *[arg for o in overrides for arg in ("--set", o)])
-    train_minutes = (time.perf_counter() - start) / 60
-    report = run / "eval.json"
-    locllm("eval", "--checkpoint", str(latest_checkpoint(run)), "--dataset", "coco", "--no-progress",
-           "--ann", str(data / "annotations/val.json"), "--images", str(data / "images"),
-           *(["--held-out", "paper"] if held_out else []), "--json", str(report))
-    metrics = json.loads(report.read_text())["metrics"]
-    novel = metrics.get("novel_keypoints")
-    return {"model": model, "protocol": protocol, "start": start, "train_minutes": train_minutes,
-            "checkpoint": str(latest_checkpoint(run)), "AP": metrics["AP"],
-            "seen_AP": novel["seen"]["AP"] if novel else None, "unseen_AP": novel["unseen"]["AP"] if novel else None}
+    return {"model": model, "protocol": protocol, "start": start, "train_minutes": (time.perf_counter() - began) / 60,
+            "checkpoint": str(latest_checkpoint(run))}
+
+
+def evaluate(data: Path, run: dict) -> dict:
+    """``locllm eval`` of a trained run; AP as it reports it, and PCK from its predictions file."""
+    folder = Path(run["checkpoint"]).parent.parent
+    report, predictions_file = folder / "eval.json", folder / "predictions.jsonl"
+    val_file = data / "annotations/val.json"
+    locllm("eval", "--checkpoint", run["checkpoint"], "--dataset", "coco", "--no-progress", "--ann", str(val_file),
+           "--images", str(data / "images"), "--predictions", str(predictions_file), "--overwrite-predictions",
+           "--json", str(report))
+    predictions = {}
+    for line in predictions_file.read_text().splitlines():
+        record = json.loads(line)
+        if "keypoints" in record:  # not the header line
+            predictions[record["annotation_id"]] = (np.asarray(record["keypoints"], dtype=np.float64)[:, :2],
+                                                    np.asarray(record["scores"], dtype=np.float64),
+                                                    np.asarray(record["valid"], dtype=bool))
+    figures = scores(val_file, predictions)
+    reported = json.loads(report.read_text())["metrics"]["AP"]
+    if not np.isclose(reported, figures["AP_all"], atol=1e-6):
+        raise RuntimeError(f"{report}: AP {reported} but {figures['AP_all']} recomputed from the predictions")
+    return figures
 
 
 def table(rows: list[dict], floor: dict) -> str:
-    def ap(value):
-        return "" if value is None else f"{100 * value:.1f}"
+    groups = ("all", "seen", "unseen")
+    lines = ["| start | model | trained on | AP all / seen 13 / held-out 4 | PCK@0.1 all / seen 13 / held-out 4 "
+             "| training (min) |", "|---|---|---|---|---|---|"]
 
-    lines = ["| start | model | protocol | AP (all 17) | AP seen 13 | AP 4 held out | training (min) |",
-             "|---|---|---|---|---|---|---|",
-             f"| | image-blind mean pose (floor) | fitted on all 17 | {ap(floor['all'])} | {ap(floor['seen'])} | "
-             f"{ap(floor['unseen'])} | 0 |"]
+    def cells(figures):
+        return (" / ".join(f"{100 * figures[f'AP_{g}']:.1f}" for g in groups) + " | "
+                + " / ".join(f"{figures[f'PCK@0.1_{g}']:.3f}" for g in groups))
+
+    lines.append(f"| | image-blind mean pose (floor) | all 17 | {cells(floor)} | 0 |")
     for row in sorted(rows, key=lambda r: (STARTS.index(r["start"]), list(PROTOCOLS).index(r["protocol"]))):
-        lines.append(f"| {row['start']} | {row['model']} | {row['protocol']} | {ap(row['AP'])} | "
-                     f"{ap(row['seen_AP'])} | {ap(row['unseen_AP'])} | {row['train_minutes']:.1f} |")
+        lines.append(f"| {row['start']} | {row['model']} | {row['protocol']} | {cells(row['figures'])} | "
+                     f"{row['train_minutes']:.1f} |")
     return "\n".join(lines)
 
 
@@ -191,17 +230,20 @@ def main() -> None:
         locllm("synth", "--out", str(data), "--num-images", "2000", "--size", "64", "--persons", "1",
                "--difficulty", "easy")
     results_file = out / "results.json"
-    done = json.loads(results_file.read_text())["runs"] if results_file.exists() else []
-    floor = mean_pose_floor(data, list(PAPER_HELD_OUT))
+    runs = json.loads(results_file.read_text())["runs"] if results_file.exists() else []
+    floor = mean_pose_floor(data)
     for start in args.starts:
         for model in args.models:
             for protocol in PROTOCOLS:
-                if any((r["model"], r["protocol"], r["start"]) == (model, protocol, start) for r in done):
-                    continue
-                done.append(train_and_evaluate(out, data, model, protocol, start))
-                results_file.write_text(json.dumps({"mean_pose_floor": floor, "runs": done,
-                                                    "threads": os.environ.get("OMP_NUM_THREADS")}, indent=2))
-    text = table(done, floor)
+                if any((r["model"], r["protocol"], r["start"]) == (model, protocol, start) for r in runs):
+                    continue  # trained by an earlier call
+                runs.append(train(out, data, model, protocol, start))
+                results_file.write_text(json.dumps({"runs": runs}, indent=2))
+    for run in runs:
+        run["figures"] = evaluate(data, run)
+    results_file.write_text(json.dumps({"mean_pose_floor": floor, "runs": runs,
+                                        "threads": os.environ.get("OMP_NUM_THREADS")}, indent=2))
+    text = table(runs, floor)
     (out / "table.md").write_text(text + "\n")
     print(text)
 
