@@ -6,8 +6,9 @@ Two paths that give the same greedy answers:
   with its own copy of the image, left-padded into one batch and run through Hugging Face
   ``generate``; the model re-encodes the images at every decoding step. Kept as the parity baseline.
 - ``fast_decode``: each crop is encoded once (the caller passes features); the shared image prefix is
-  prefilled once per person and its KV cache is shared by all of that person's keypoint queries; the
-  queries of many persons run as one batch. With a grammar, structural tokens are forced (several
+  prefilled once per person and its KV cache serves all of that person's keypoint queries (copied
+  once into each query's row of a cache allocated for the whole answer); the queries of many persons
+  run as one batch. With a grammar, structural tokens are forced (several
   per forward where they follow each other) and only the value tokens (digits) are chosen, so every
   answer parses; without one it is plain greedy decoding, token for token the reference's.
 
