@@ -26,6 +26,14 @@ def test_fast_greedy_equals_reference_char_tokenizer(char_checkpoint):
     assert len(fast) == 3 and len(fast[0]) == 17
 
 
+@pytest.mark.parametrize("keypoints", [["nose"], ["left knee", "left kneecap"]])
+def test_fast_greedy_equals_reference_when_queries_share_most_tokens(char_checkpoint, keypoints):
+    """A lone query, or two that differ late, lend all but their last different tokens to the prefix."""
+    localizer = Localizer.from_pretrained(char_checkpoint, device="cpu")
+    fast, reference = _same_answers(localizer, [(name, f"the {name} of the person") for name in keypoints])
+    assert fast == reference
+
+
 @pytest.mark.parametrize("name", ["llama2_tokenizer", "smollm2_tokenizer"])
 def test_fast_greedy_equals_reference_real_tokenizers(name, request, tmp_path):
     folder = tiny_checkpoint(tmp_path, tokenizer=request.getfixturevalue(name))
