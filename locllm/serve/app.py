@@ -203,13 +203,25 @@ def offline_theme():
                              font_mono=("ui-monospace", "monospace"))
 
 
+def keypoint_set_choices(localizer: Localizer) -> list[tuple[str, str]]:
+    """The keypoint-set dropdown: (label, value) for every built-in set, and the checkpoint's own keypoints
+    (those its ``descriptions.json`` lists, e.g. a keypoint table it was trained on) when they are not
+    simply one of the built-in sets. A value is a set name or comma-separated keypoint names."""
+    choices = [(f"{name.upper()}-{len(kp_set)}", name) for name, kp_set in KEYPOINT_SETS.items()]
+    own = list(localizer.descriptions)
+    builtin = [{normalize_name(n) for n in kp_set.names} for kp_set in KEYPOINT_SETS.values()]
+    if own and all("," not in name for name in own) and {normalize_name(n) for n in own} not in builtin:
+        choices.append((f"this checkpoint's keypoints ({len(own)})", ",".join(own)))
+    return choices
+
+
 def build_app(localizer: Localizer, examples: dict[str, tuple[np.ndarray, str]] | None = None):
     """The gradio page (and its API endpoint ``/localize``) around ``localizer``; launch it with
     ``app.launch(theme=offline_theme())``."""
     import gradio as gr
 
     examples = render_examples() if examples is None else examples
-    set_choices = [(f"{name.upper()}-{len(kp_set)}", name) for name, kp_set in KEYPOINT_SETS.items()]
+    set_choices = keypoint_set_choices(localizer)
 
     def load_example(label: str | None):
         return examples[label] if label in examples else (gr.skip(), gr.skip())

@@ -9,9 +9,11 @@ import pytest
 
 from locllm.cli import main
 from locllm.engine import Localizer
+from locllm.keypoints import COCO_KEYPOINTS
 from locllm.serve.app import (
     DISPLAY_SIZE,
     TABLE_HEADERS,
+    keypoint_set_choices,
     localize_request,
     parse_boxes,
     render_examples,
@@ -121,6 +123,19 @@ def test_helpers():
     assert score_color(0.0) == (230, 40, 40) and score_color(1.0) == (40, 200, 80)
     first, second = render_examples(), render_examples()
     assert list(first) == list(second) and all(np.array_equal(first[k][0], second[k][0]) for k in first)
+
+
+def test_checkpoint_keypoints_are_offered_when_they_are_not_a_builtin_set(localizer, scene):
+    builtin = Localizer(localizer.model, localizer.tokenizer)
+    assert [value for _, value in keypoint_set_choices(builtin)] == ["coco", "mpii", "h36m", "extra"]
+    coco_words = Localizer(localizer.model, localizer.tokenizer, descriptions=dict.fromkeys(COCO_KEYPOINTS.names, "."))
+    assert keypoint_set_choices(coco_words) == keypoint_set_choices(builtin)
+    own = Localizer(localizer.model, localizer.tokenizer, descriptions={
+        "belly button": BELLY[1], "nose": "The tip of the nose."})
+    label, value = keypoint_set_choices(own)[-1]
+    assert label == "this checkpoint's keypoints (2)" and value == "belly button,nose"
+    result = localize_request(own, scene[0], scene[1], value, None, "fast")
+    assert [row[1] for row in result.rows[:2]] == ["belly button", "nose"]
 
 
 def free_port() -> int:
