@@ -42,7 +42,7 @@ class ModelConfig:
     """
 
     type: str = "locllm"  # locllm | clip_baseline
-    size: str | None = "tiny"  # tiny | small | paper (random weights), or None with both base paths
+    size: str | None = "tiny"  # tiny | small | paper (random weights); None: both base paths, or init_from's architecture
     vision_model_name_or_path: str | None = None  # HF folder or a reference dinov2_vit*_pretrain.pth
     text_model_name_or_path: str | None = None  # HF folder of a causal LM (Vicuna-7B v1.5 in the paper)
     tokenizer: str | None = None  # "char" (the built-in character tokenizer), a path, or None: the text model's
@@ -59,7 +59,8 @@ class ModelConfig:
     train_text_base: bool = False  # the same for the LM
     vision_lora_targets: list[str] | None = None  # module-name suffixes; None: the tower's q and v
     text_lora_targets: list[str] | None = None  # None: the LM's q and v (self_attn.q_proj, self_attn.v_proj)
-    init_from: str | None = None  # a checkpoint, or a run's output_dir (its newest checkpoint), to start from
+    init_from: str | None = None  # a checkpoint, or a run's output_dir (its newest checkpoint), to start from;
+    # with size null its architecture and (without model.tokenizer) its tokenizer are used
     gradient_checkpointing: bool = False  # recompute the LM's activations in backward (7B on 24 GB GPUs)
     clip_baseline: dict = field(default_factory=dict)  # type clip_baseline: its CLIPBaselineConfig fields
 
@@ -73,9 +74,11 @@ class ModelConfig:
             if self.tokenizer is None and not clip_path:
                 raise ValueError("model.tokenizer is needed without a clip_model_name_or_path (use 'char' for tiny models)")
             return
-        if self.size is None and not (self.vision_model_name_or_path and self.text_model_name_or_path):
-            raise ValueError("model.size may only be null when both base paths are given")
-        if self.tokenizer is None and not self.text_model_name_or_path:
+        bases_named = bool(self.vision_model_name_or_path and self.text_model_name_or_path)
+        if self.size is None and not (bases_named or self.init_from):
+            raise ValueError("model.size may only be null when both base paths are given, or with model.init_from "
+                             "(whose architecture is then used)")
+        if self.tokenizer is None and not (self.text_model_name_or_path or (self.size is None and self.init_from)):
             raise ValueError("model.tokenizer is needed without a text_model_name_or_path (use 'char' for tiny models)")
 
 

@@ -99,7 +99,8 @@ def build_prompt_style(config: TrainConfig) -> PromptStyle:
 def build_tokenizer(config: TrainConfig, style: PromptStyle):
     """The model's tokenizer with every token the prompts need: the image token (Llama: a new id 32000, as
     in the reference) and, for that coordinate format, the location tokens. Its length is final here."""
-    name = config.model.tokenizer or config.model.text_model_name_or_path
+    m = config.model
+    name = m.tokenizer or m.text_model_name_or_path or starting_checkpoint(m.init_from)
     tokenizer = build_char_tokenizer() if name == "char" else AutoTokenizer.from_pretrained(name)
     tokenizer.add_tokens([style.image_token], special_tokens=True)  # a no-op when the tokenizer has it
     if config.prompt.coordinates == "location_tokens":
@@ -118,18 +119,25 @@ def build_model_config(config: TrainConfig, tokenizer, style: PromptStyle) -> Lo
     image_token_id = tokenizer.convert_tokens_to_ids(style.image_token)
     if m.size is not None:
         model_config = locllm_config(m.size, vocab_size=len(tokenizer), image_token_id=image_token_id)
-        for sub_config, overrides in ((model_config.vision_config, m.vision), (model_config.text_config, m.text)):
-            for key, value in overrides.items():
-                if not hasattr(sub_config, key):
-                    raise ValueError(f"model: {type(sub_config).__name__} has no field {key!r}")
-                setattr(sub_config, key, value)
-    else:
+    elif m.vision_model_name_or_path and m.text_model_name_or_path:
         model_config = LocLLMConfig(image_token_id=image_token_id)
+    else:  # the architecture of the checkpoint training starts from: its towers, crop size and normalization
+        start = LocLLMConfig.from_pretrained(starting_checkpoint(m.init_from))
+        model_config = LocLLMConfig(vision_config=start.vision_config, text_config=start.text_config,
+                                    vision_model_name_or_path=start.vision_model_name_or_path,
+                                    text_model_name_or_path=start.text_model_name_or_path,
+                                    image_size=start.image_size, image_mean=start.image_mean, image_std=start.image_std,
+                                    image_token_id=image_token_id)
+    for sub_config, overrides in ((model_config.vision_config, m.vision), (model_config.text_config, m.text)):
+        for key, value in overrides.items():
+            if not hasattr(sub_config, key):
+                raise ValueError(f"model: {type(sub_config).__name__} has no field {key!r}")
+            setattr(sub_config, key, value)
     if m.image_size is not None:
         model_config.image_size = m.image_size
     stage1 = config.optim.stage == 1
-    model_config.vision_model_name_or_path = m.vision_model_name_or_path
-    model_config.text_model_name_or_path = m.text_model_name_or_path
+    model_config.vision_model_name_or_path = m.vision_model_name_or_path or model_config.vision_model_name_or_path
+    model_config.text_model_name_or_path = m.text_model_name_or_path or model_config.text_model_name_or_path
     model_config.image_token = style.image_token
     model_config.projector_type = m.projector_type
     model_config.lora_vision = m.lora_vision and not stage1
@@ -155,11 +163,16 @@ def build_model(config: TrainConfig, model_config: LocLLMConfig, base_dtype: tor
     torch.manual_seed(config.seed)  # random bases and projector are the same in every process
     model = LocLLMForKeypointLocalization.from_bases(model_config, dtype=base_dtype)
     if config.model.init_from:
-        init_from = Path(config.model.init_from)
-        if not (init_from / "config.json").is_file():
-            init_from = ckpt.latest_checkpoint(init_from)  # a run's output_dir: its newest checkpoint
-        load_initial_weights(model, init_from)
+        load_initial_weights(model, starting_checkpoint(config.model.init_from))
     return model
+
+
+def starting_checkpoint(init_from: str | Path | None) -> Path | None:
+    """``model.init_from`` as a checkpoint folder: itself, or a run's output_dir's newest checkpoint."""
+    if init_from is None:
+        return None
+    folder = Path(init_from)
+    return folder if (folder / "config.json").is_file() else ckpt.latest_checkpoint(folder)
 
 
 def load_initial_weights(model: LocLLMForKeypointLocalization, folder: Path) -> None:

@@ -89,6 +89,9 @@ def test_consistency_checks():
         load_config(base=_raw(), overrides=["model.size=null"])
     with pytest.raises(ValueError, match="model.tokenizer"):
         load_config(base=_raw(), overrides=["model.tokenizer=null"])
+    # a fine-tune takes the architecture and the tokenizer of the checkpoint it starts from
+    start = load_config(base=_raw(), overrides=["model.size=null", "model.tokenizer=null", "model.init_from=ckpt"])
+    assert start.model.size is None and start.model.tokenizer is None
     with pytest.raises(ValueError, match="not both"):
         load_config(base=_raw(), overrides=["optim.warmup_steps=10", "optim.warmup_ratio=0.03"])
     with pytest.raises(ValueError, match="missing required keys \\['data'\\]"):
