@@ -9,6 +9,7 @@ timings are those of the default, constrained fast path.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -35,6 +36,18 @@ def _time(fn, device, repeats: int) -> float:
         fn()
     _synchronize(device)
     return (time.perf_counter() - start) / repeats
+
+
+@contextmanager
+def count_vision_images(model: LocLLMForKeypointLocalization):
+    """Within the block, the list yielded collects the number of images of every vision-tower call."""
+    counts: list[int] = []
+    hook = model.vision_tower.register_forward_pre_hook(
+        lambda module, args, kwargs: counts.append(len(kwargs["pixel_values"])), with_kwargs=True)
+    try:
+        yield counts
+    finally:
+        hook.remove()
 
 
 def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int = 4096) -> float:
@@ -83,9 +96,11 @@ def run_benchmark(size: str = "small", persons: int = 8, keypoints: str = "coco"
     with autocast:
         fast_s = _time(lambda: localizer.localize(image, boxes, kp_set, mode="fast"), device, repeats)
         reference_s = _time(lambda: localizer.localize(image, boxes, kp_set, mode="reference"), device, repeats)
-        reference = localizer.localize(image, boxes, kp_set, mode="reference")
+        with count_vision_images(model) as reference_images:
+            reference = localizer.localize(image, boxes, kp_set, mode="reference")
         localizer.constrained = False
-        greedy = localizer.localize(image, boxes, kp_set, mode="fast")
+        with count_vision_images(model) as fast_images:
+            greedy = localizer.localize(image, boxes, kp_set, mode="fast")
         localizer.constrained = True
     answers = [(a, b) for p, q in zip(reference, greedy, strict=True) for a, b in zip(p.answers, q.answers, strict=True)]
     result = {
@@ -97,6 +112,10 @@ def run_benchmark(size: str = "small", persons: int = 8, keypoints: str = "coco"
         "fast_persons_per_s": persons / fast_s,
         "speedup": reference_s / fast_s,
         "identical_answers_unconstrained": float(np.mean([a == b for a, b in answers])),
+        # crops through the vision tower per person (in the untimed check runs): the reference re-encodes
+        # the K copies at every decoding step, fast encodes each crop once
+        "reference_vision_images_per_person": sum(reference_images) / persons,
+        "fast_vision_images_per_person": sum(fast_images) / persons,
         "trainable_parameters": model.trainable_parameter_count(),
     }
     if device.type == "cuda":

@@ -1,0 +1,20 @@
+"""`locllm bench` on the tiny config: both modes timed on one model, and what each mode costs counted."""
+
+import json
+
+import pytest
+
+from locllm.cli import main
+
+
+def test_bench_runs_both_modes_and_counts_the_vision_passes(tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--config", "tiny", "--persons", "2", "--repeats", "1", "--device", "cpu",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["reference_ms_per_person"] > 0 and result["fast_ms_per_person"] > 0
+    assert result["speedup"] == pytest.approx(result["reference_ms_per_person"] / result["fast_ms_per_person"])
+    assert result["identical_answers_unconstrained"] == 1.0  # fp32: the two paths agree token for token
+    # the reference re-encodes its 17 copies at every step (prefill + up to 13 more); fast encodes each crop once
+    assert result["reference_vision_images_per_person"] > 17 and result["reference_vision_images_per_person"] % 17 == 0
+    assert result["fast_vision_images_per_person"] == 1
