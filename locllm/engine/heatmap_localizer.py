@@ -18,12 +18,8 @@ Example:
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import torch
-from transformers import AutoTokenizer
 
 from ..keypoints import KeypointSet
 from ..models.clip_baseline import CLIPBaselineForKeypointHeatmaps, tokenize_keypoint_texts
@@ -38,6 +34,8 @@ class HeatmapLocalizer(Localizer):
     decoding, so both give the same keypoints.
     """
 
+    model_class = CLIPBaselineForKeypointHeatmaps
+
     def __init__(self, model: CLIPBaselineForKeypointHeatmaps, tokenizer, descriptions: dict[str, str] | None = None,
                  device: str | torch.device = "cpu", persons_per_batch: int = 8):
         # The Localizer's __init__ builds prompts and a decoding grammar, which heatmaps do not need; these
@@ -50,18 +48,6 @@ class HeatmapLocalizer(Localizer):
         self.processor = LocLLMImageProcessor.from_config(self.config)
         self.descriptions = descriptions or {}
         self.persons_per_batch = persons_per_batch
-
-    @classmethod
-    def from_pretrained(cls, checkpoint: str | Path, device: str | torch.device | None = None,
-                        dtype: torch.dtype | None = None, **kwargs) -> HeatmapLocalizer:
-        """Load model, tokenizer and (if the checkpoint has one) its ``descriptions.json``."""
-        folder = Path(checkpoint)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model = CLIPBaselineForKeypointHeatmaps.from_pretrained(folder, dtype=dtype, device=device)
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        descriptions_file = folder / "descriptions.json"
-        descriptions = json.loads(descriptions_file.read_text()) if descriptions_file.is_file() else None
-        return cls(model, tokenizer, descriptions, device=device, **kwargs)
 
     @torch.no_grad()
     def _answer_crops(self, pixel_values: torch.Tensor, kp_set: KeypointSet,

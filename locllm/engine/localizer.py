@@ -102,6 +102,8 @@ def build_answer_grammar(builder: PromptBuilder, codec) -> AnswerGrammar:
 class Localizer:
     """Keypoint localization with a LocLLM checkpoint; see the module docstring."""
 
+    model_class = LocLLMForKeypointLocalization  # what from_pretrained loads
+
     def __init__(self, model: LocLLMForKeypointLocalization, tokenizer, descriptions: dict[str, str] | None = None,
                  device: str | torch.device = "cpu", persons_per_batch: int = 8, constrained: bool = True):
         self.model = model.eval()
@@ -137,12 +139,13 @@ class Localizer:
         checkpoint gets a :class:`~.heatmap_localizer.HeatmapLocalizer`, with the same API."""
         folder = Path(checkpoint)
         config_file = folder / "config.json"
-        if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == CLIP_BASELINE_MODEL_TYPE:
+        if cls is Localizer and config_file.is_file() and \
+                json.loads(config_file.read_text()).get("model_type") == CLIP_BASELINE_MODEL_TYPE:
             from .heatmap_localizer import HeatmapLocalizer  # a subclass of this one: imported on use
 
-            return HeatmapLocalizer.from_pretrained(folder, device=device, dtype=dtype, **kwargs)
+            cls = HeatmapLocalizer
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model = LocLLMForKeypointLocalization.from_pretrained(folder, dtype=dtype, device=device)
+        model = cls.model_class.from_pretrained(folder, dtype=dtype, device=device)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         descriptions_file = folder / "descriptions.json"
         descriptions = json.loads(descriptions_file.read_text()) if descriptions_file.is_file() else None
