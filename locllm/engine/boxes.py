@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+
+from ..data.detections import read_detections
 
 
 def parse_box(text: str) -> np.ndarray:
@@ -21,31 +22,16 @@ def parse_box(text: str) -> np.ndarray:
 
 def read_detection_boxes(path: str | Path, score_threshold: float = 0.0,
                          category_id: int = 1) -> dict[str, np.ndarray]:
-    """Person boxes from a COCO detection-results JSON (``[{"image_id", "category_id", "bbox", "score"}]``).
+    """Person boxes from a COCO detection-results JSON (see :func:`read_detections`).
 
     Returns ``{key: (B, 4) boxes}`` where the key is the entry's ``file_name`` if it has one, else its
     ``image_id`` as a string: match images by file name, or by the number in a COCO-style file stem
     (``000000000139.jpg`` -> ``"139"``), see :func:`image_key`.
     """
-    path = Path(path)
-    try:
-        entries = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"cannot read detection results {path}: {err}") from None
-    if not isinstance(entries, list):
-        raise ValueError(f"{path}: detection results must be a JSON list of {{image_id, bbox, score}} entries")
     boxes: dict[str, list] = {}
-    for n, entry in enumerate(entries):
-        try:
-            if entry.get("category_id", category_id) != category_id or entry.get("score", 1.0) < score_threshold:
-                continue
-            key = str(entry["file_name"]) if "file_name" in entry else str(int(entry["image_id"]))
-            box = [float(v) for v in entry["bbox"]]
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise ValueError(f"{path}: entry {n} is not a detection ({{image_id, bbox, score}}): {entry!r}") from None
-        if len(box) != 4:
-            raise ValueError(f"{path}: entry {n} has a bbox of {len(box)} numbers, expected x, y, w, h")
-        boxes.setdefault(key, []).append(box)
+    for detection in read_detections(path, score_threshold, category_id):
+        key = detection["file_name"] if detection["file_name"] is not None else str(detection["image_id"])
+        boxes.setdefault(key, []).append(detection["bbox"])
     return {key: np.array(value) for key, value in boxes.items()}
 
 

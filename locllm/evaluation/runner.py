@@ -58,6 +58,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.datasets import CocoKeypointDataset, Human36MDataset, MpiiDataset, load_coco
+from ..data.detections import read_detections
 from ..data.geometry import PIXEL_STD, box_to_center_scale, crop_image, crop_to_image
 from ..data.images import ImageReadError, read_image_rgb
 from ..keypoints import (
@@ -214,7 +215,12 @@ class CocoTask(EvaluationTask):
         super().__init__(annotation_file, image_root, keypoints, items, skipped)
 
     def _detection_items(self) -> list[EvalItem]:
-        detections = read_detections(self.detections_file, self.detection_score_threshold)
+        detections: dict[int, list] = {}
+        for detection in read_detections(self.detections_file, self.detection_score_threshold):
+            if detection["image_id"] is None:
+                raise ValueError(f"{self.detections_file}: a detection names its image by file_name only; "
+                                 "evaluation matches detections to the ground truth by image_id")
+            detections.setdefault(detection["image_id"], []).append((detection["bbox"], detection["score"]))
         unknown = set(detections) - set(self.coco.getImgIds())
         if unknown:
             raise ValueError(f"{self.detections_file}: detections for image ids not in the ground truth: "
@@ -495,33 +501,6 @@ def build_task(dataset: str, annotation_file: str | Path, image_root: str | Path
             raise ValueError("the custom data set needs its keypoint set (a keypoint table)")
         return CustomTask(annotation_file, image_root, keypoints=keypoints, keypoint_field=keypoint_field)
     return H36mTask(annotation_file, image_root, keypoints=keypoints)
-
-
-def read_detections(path: str | Path, score_threshold: float = 0.0,
-                    category_id: int = 1) -> dict[int, list[tuple[list[float], float]]]:
-    """Person boxes from COCO detection results: ``{image_id: [(box x, y, w, h, score), ...]}``."""
-    path = Path(path)
-    try:
-        entries = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"cannot read detection results {path}: {error}") from None
-    if not isinstance(entries, list):
-        raise ValueError(f"{path}: detection results are a JSON list of {{image_id, bbox, score}}")
-    detections: dict[int, list] = {}
-    for n, entry in enumerate(entries):
-        try:
-            if entry.get("category_id", category_id) != category_id:
-                continue
-            box, score = [float(v) for v in entry["bbox"]], float(entry.get("score", 1.0))
-            image_id = int(entry["image_id"])
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise ValueError(f"{path}: entry {n} is not a detection {{image_id, bbox, score}}: "
-                             f"{entry!r:.200}") from None
-        if len(box) != 4:
-            raise ValueError(f"{path}: entry {n} has a bbox of {len(box)} numbers, expected x, y, w, h")
-        if score >= score_threshold:
-            detections.setdefault(image_id, []).append((box, score))
-    return detections
 
 
 def _box_problem(box: list[float], width: int | None, height: int | None) -> str | None:
