@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from peft import LoraConfig, inject_adapter_in_model
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 from transformers import AutoConfig, CLIPConfig, CLIPModel, PretrainedConfig, PreTrainedModel
@@ -49,7 +49,7 @@ from transformers.utils import ModelOutput
 from ..keypoints import Keypoint
 from .configuration_locllm import CLIP_MEAN, CLIP_STD
 from .heatmap import HeatmapCodec
-from .modeling_locllm import BASE_WEIGHTS, TRAINED_WEIGHTS
+from .modeling_locllm import BASE_WEIGHTS, TRAINED_WEIGHTS, read_checkpoint_tensors
 from .processing_locllm import LocLLMImageProcessor
 
 MODEL_TYPE = "locllm_clip_baseline"
@@ -404,10 +404,7 @@ class CLIPBaselineForKeypointHeatmaps(CLIPBaselinePreTrainedModel):
         if config.model_type != MODEL_TYPE:
             raise ValueError(f"{folder}: config model_type is {config.model_type!r}, expected {MODEL_TYPE!r}")
         model = cls.from_bases(config, dtype=dtype)
-        state = {}
-        for name in (BASE_WEIGHTS, TRAINED_WEIGHTS):
-            if (folder / name).is_file():
-                state.update(load_file(folder / name))
+        state = read_checkpoint_tensors(folder)
         missing, unexpected = model.load_state_dict(state, strict=False)
         trained = model.trained_state_dict()
         restorable = config.clip_model_name_or_path is not None

@@ -29,6 +29,16 @@ TRAINED_WEIGHTS = "trained.safetensors"
 BASE_WEIGHTS = "base.safetensors"
 
 
+def read_checkpoint_tensors(folder: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint folder (safetensors only): its base weights, where written, and its
+    trained ones; empty when it holds neither file."""
+    state = {}
+    for name in (BASE_WEIGHTS, TRAINED_WEIGHTS):
+        if (Path(folder) / name).is_file():
+            state.update(load_file(Path(folder) / name))
+    return state
+
+
 def build_projector(projector_type: str, vision_dim: int, text_dim: int) -> nn.Module:
     if projector_type == "linear":
         return nn.Linear(vision_dim, text_dim)
@@ -261,10 +271,7 @@ class LocLLMForKeypointLocalization(LocLLMPreTrainedModel, GenerationMixin):
         if config.model_type != "locllm":
             raise ValueError(f"{folder}: config model_type is {config.model_type!r}, expected 'locllm'")
         model = cls.from_bases(config, dtype=dtype)
-        state = {}
-        for name in (BASE_WEIGHTS, TRAINED_WEIGHTS):
-            if (folder / name).is_file():
-                state.update(load_file(folder / name))
+        state = read_checkpoint_tensors(folder)
         missing, unexpected = model.load_state_dict(_retie(state, model), strict=False)
         trained_missing = [k for k in missing if k in model.trained_state_dict()]
         base_missing = [k for k in missing if k not in model.trained_state_dict() and _needs_file(k, config)]

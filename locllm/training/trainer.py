@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
@@ -47,7 +46,7 @@ from ..data.datasets import (
 from ..keypoints import load_keypoint_table
 from ..models import LocLLMConfig, LocLLMForKeypointLocalization
 from ..models.clip_baseline import CLIPBaselineCollator, CLIPBaselineForKeypointHeatmaps, clip_baseline_config
-from ..models.modeling_locllm import BASE_WEIGHTS, TRAINED_WEIGHTS
+from ..models.modeling_locllm import TRAINED_WEIGHTS, read_checkpoint_tensors
 from ..models.processing_locllm import LocLLMImageProcessor
 from ..models.tiny import locllm_config
 from ..prompts import (
@@ -178,10 +177,7 @@ def starting_checkpoint(init_from: str | Path | None) -> Path | None:
 def load_initial_weights(model: LocLLMForKeypointLocalization, folder: Path) -> None:
     """Copy every tensor of checkpoint ``folder`` into ``model``: the projector (and a stage-1 LoRA-free
     checkpoint's own bases, for models without base paths); new LoRA weights keep their initialization."""
-    state = {}
-    for name in (BASE_WEIGHTS, TRAINED_WEIGHTS):
-        if (folder / name).is_file():
-            state.update(load_file(folder / name))
+    state = read_checkpoint_tensors(folder)
     if not state:
         raise FileNotFoundError(f"model.init_from: {folder} holds no {TRAINED_WEIGHTS}")
     own = model.state_dict()
