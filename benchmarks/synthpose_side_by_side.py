@@ -69,9 +69,9 @@ def locllm(*args: str) -> None:
 
 
 def crop_frames(annotations: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """Centres and sides of the crops the models see: the box padded to a square, not enlarged."""
-    boxes = np.array([a["bbox"] for a in annotations], dtype=np.float64)
-    return boxes[:, :2] + boxes[:, 2:] / 2, boxes[:, 2:].max(axis=1)
+    """Centres and sides of the crops the models see (the box padded to a square, not enlarged)."""
+    centers, scales = box_to_center_scale(np.array([a["bbox"] for a in annotations]), 1.0, 1.0, PIXEL_STD)
+    return centers.astype(np.float64), scales[:, 0].astype(np.float64) * PIXEL_STD
 
 
 def keypoint_groups(held_out: list[str]) -> dict[str, list[int]]:
