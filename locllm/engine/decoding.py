@@ -5,12 +5,12 @@ Two paths that give the same greedy answers:
 - ``reference_decode``: what the reference implementation does. One full prompt per keypoint, each
   with its own copy of the image, left-padded into one batch and run through Hugging Face
   ``generate``; the model re-encodes the images at every decoding step. Kept as the parity baseline.
-- ``fast_decode``: each crop is encoded once (the caller passes features); the shared image prefix is
-  prefilled once per person and its KV cache serves all of that person's keypoint queries (copied
-  once into each query's row of a cache allocated for the whole answer); the queries of many persons
-  run as one batch. With a grammar, structural tokens are forced (several
-  per forward where they follow each other) and only the value tokens (digits) are chosen, so every
-  answer parses; without one it is plain greedy decoding, token for token the reference's.
+- ``fast_decode``: each crop is encoded once (the caller passes features); one cache row per person
+  holds the image prefix once and all of that person's keypoint queries after it, each query seeing
+  only the prefix and itself, and many persons run as one batch. With a grammar, structural tokens are
+  forced (several per forward where they follow each other) and only the value tokens (digits) are
+  chosen, so every answer parses; without one it is plain greedy decoding, token for token the
+  reference's.
 
 Scores follow the reference's definition (mean, over the tokens of each written value, of the
 probability of the emitted token), computed over token spans rather than character positions.
@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache, StaticCache
+from transformers import StaticCache
 
 
 @dataclass(frozen=True)
@@ -104,95 +104,106 @@ def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, tor
     return ids, mask
 
 
-class _SharedPrefixBatch:
-    """The running state of a batch of queries that continue a cached prefix.
+class _PackedPersons:
+    """The running state of a batch of persons who are all asked the same K queries.
 
-    Row q holds ``prefix | left padding | query | generated`` in a cache allocated once for the whole
-    answer: the prefix KV of the row's person is copied in once and every new token is written in
-    place. Growing the cache by concatenation instead copied all of it at every step (a quarter of
-    the fast path's time on CPU). Positions skip the padding, so every row is numbered exactly as its
-    own unpadded prompt would be; the 4D mask lets each token see its row's written slots up to itself.
+    Row p of one cache, allocated once for the whole answer, holds person p's image prefix, then the K
+    queries one after another, then at every step each query's new tokens. The prefix KV is computed
+    and stored once per person and read once per step by all K queries, instead of copied into K rows
+    (Llama-2-7B in bf16, COCO's 17 queries: 0.7 GB of cache per person instead of 3.0 GB, and 4x less
+    of it read at every decoding step). Every slot belongs to the
+    prefix (seen by all) or to one query (seen by it alone), and positions continue each query's own
+    numbering, so each query sees exactly the tokens and positions of its own unpadded prompt. The
+    layout is the same in every row: one (T, C) mask serves the whole batch.
     """
 
-    def __init__(self, model, prefix_cache: DynamicCache, person_index: list[int], prefix_len: int, capacity: int):
-        device = prefix_cache.layers[0].keys.device
-        rows = len(person_index)
+    PREFIX = -1
+
+    def __init__(self, model, persons: int, num_queries: int, capacity: int, device: torch.device):
         self.model = model
+        self.persons, self.num_queries, self.capacity, self.device = persons, num_queries, capacity, device
         self.cache = StaticCache(config=model.config.text_config, max_cache_len=capacity)
-        index = torch.tensor(person_index, device=device)
-        for layer_idx, layer in enumerate(prefix_cache.layers):
-            self.cache.update(layer.keys.index_select(0, index), layer.values.index_select(0, index), layer_idx)
-        self.written = torch.zeros(rows, capacity, dtype=torch.bool, device=device)
-        self.written[:, :prefix_len] = True
-        self.length = prefix_len
-        self.next_position = torch.full((rows,), prefix_len, dtype=torch.long, device=device)
+        self.owner = torch.empty(0, dtype=torch.long, device=device)  # per written slot: PREFIX or its query
+        self.next_position = torch.zeros(num_queries, dtype=torch.long, device=device)
         self.additive_mask = model.config.text_config._attn_implementation == "eager"
 
-    def feed(self, ids: torch.Tensor, mask: torch.Tensor, keep: int | None = None) -> torch.Tensor:
-        """Run (Q, t) new tokens (mask 0 = padding) and return the logits of the last ``keep`` (default
-        all t) positions, (Q, keep, V): the LM head over a whole query would dominate small models."""
+    def start(self, prefix_ids: list[int], segments: list[list[int]], image_features: torch.Tensor,
+              keep_last: int) -> torch.Tensor:
+        """One pass over the prefix and all K query segments; returns the logits of each segment's last
+        ``keep_last`` positions, (persons * K, keep_last, V)."""
+        lengths = torch.tensor([len(s) for s in segments], device=self.device)
+        ids = torch.tensor(prefix_ids + [t for s in segments for t in s], device=self.device)
+        owner = torch.cat([torch.full((len(prefix_ids),), self.PREFIX, device=self.device),
+                           torch.arange(self.num_queries, device=self.device).repeat_interleave(lengths)])
+        positions = torch.cat([torch.arange(len(prefix_ids), device=self.device)] +
+                              [torch.arange(len(prefix_ids), len(prefix_ids) + len(s), device=self.device)
+                               for s in segments])
+        self.next_position = len(prefix_ids) + lengths
+        ends = len(prefix_ids) + lengths.cumsum(0)
+        keep = (ends[:, None] - keep_last + torch.arange(keep_last, device=self.device)[None]).flatten()
+        logits = self._forward(ids[None].expand(self.persons, -1), owner, positions, keep, image_features)
+        return logits.reshape(self.persons * self.num_queries, keep_last, -1)
+
+    def step(self, ids: torch.Tensor) -> torch.Tensor:
+        """Feed t new tokens to every query, (persons * K, t); returns their logits, (persons * K, t, V)."""
         t = ids.shape[1]
-        slots = torch.arange(self.length, self.length + t, device=ids.device)
-        self.written[:, slots] = mask.bool()
-        causal = torch.arange(self.written.shape[1], device=ids.device)[None, :] <= slots[:, None]  # (t, C)
-        attend = (self.written[:, None, :] & causal[None])[:, None]  # (Q, 1, t, C)
+        owner = torch.arange(self.num_queries, device=self.device).repeat_interleave(t)
+        positions = (self.next_position[:, None] + torch.arange(t, device=self.device)[None]).flatten()
+        self.next_position = self.next_position + t
+        logits = self._forward(ids.reshape(self.persons, -1), owner, positions, ids.numel() // self.persons, None)
+        return logits.reshape(self.persons * self.num_queries, t, -1)
+
+    def _forward(self, ids, owner, positions, keep, image_features) -> torch.Tensor:
+        start = self.owner.shape[0]
+        self.owner = torch.cat([self.owner, owner])
+        slot_owner = self.owner.new_full((self.capacity,), self.PREFIX - 1)  # unwritten: nobody's
+        slot_owner[: self.owner.shape[0]] = self.owner
+        visible = (slot_owner[None, :] == self.PREFIX) | (slot_owner[None, :] == owner[:, None])
+        slots = torch.arange(self.capacity, device=self.device)
+        attend = visible & (slots[None, :] <= start + torch.arange(len(owner), device=self.device)[:, None])
         if self.additive_mask:
-            attend = torch.zeros(attend.shape, device=ids.device).masked_fill(~attend, torch.finfo(torch.float32).min)
-        position_ids = self.next_position[:, None] + (mask.cumsum(dim=1) - 1).clamp(min=0)
-        self.next_position = self.next_position + mask.sum(dim=1)
-        self.length += t
-        out = self.model(input_ids=ids, attention_mask=attend, position_ids=position_ids,
-                         cache=self.cache, use_cache=True, logits_to_keep=keep or t)
+            attend = torch.zeros(attend.shape, device=self.device).masked_fill(
+                ~attend, torch.finfo(torch.float32).min)
+        out = self.model(input_ids=ids, image_features=image_features,
+                         attention_mask=attend[None, None].expand(self.persons, 1, -1, -1),
+                         position_ids=positions[None].expand(self.persons, -1), cache=self.cache, use_cache=True,
+                         logits_to_keep=keep)
         return out.logits.float()
 
 
 @torch.no_grad()
-def prefill_prefix(model, prefix_ids: list[int], image_features: torch.Tensor) -> DynamicCache:
-    """Run the shared prefix (BOS, "Image: ", image tokens ...) once per person: (P, N, D) features."""
-    persons = image_features.shape[0]
-    ids = torch.tensor([prefix_ids] * persons, device=image_features.device)
-    cache = DynamicCache(config=model.config.text_config)
-    model(input_ids=ids, image_features=image_features, cache=cache, use_cache=True, logits_to_keep=1)
-    return cache
-
-
-@torch.no_grad()
-def fast_decode(model, image_features: torch.Tensor, prefix_ids: list[int], person_index: list[int],
-                query_ids: list[list[int]], grammar: AnswerGrammar | None, eos_token_id: int,
-                pad_token_id: int, max_new_tokens: int, suppress_token_ids: tuple[int, ...] = ()) -> DecodedAnswers:
-    """Answer ``len(query_ids)`` keypoint queries; query q asks about person ``person_index[q]`` whose
-    features are ``image_features[person_index[q]]`` (P, N, D).
+def fast_decode(model, image_features: torch.Tensor, prefix_ids: list[int], query_ids: list[list[int]],
+                grammar: AnswerGrammar | None, eos_token_id: int, max_new_tokens: int,
+                suppress_token_ids: tuple[int, ...] = ()) -> DecodedAnswers:
+    """Ask each of P persons, whose features are ``image_features`` (P, N, D), the K queries
+    ``query_ids``; the answers come person by person (P * K rows).
 
     With ``grammar`` the answers follow it (structural tokens forced); with ``None`` it is plain greedy
     decoding up to EOS or ``max_new_tokens``, never emitting ``suppress_token_ids`` (then
     ``value_scores`` holds per-step probabilities, not split by value: the caller parses the text).
     """
     device = image_features.device
+    persons, k = image_features.shape[0], len(query_ids)
     # Tokens every query starts with ("Keypoint: The") are the same for all of a person's queries: they
-    # join the prefix, prefilled once per person. Each query keeps one token to feed.
+    # join the prefix. Each query keeps at least one token of its own.
     shared = _common_prefix_length(query_ids, limit=min(len(q) for q in query_ids) - 1)
     prefix_ids = prefix_ids + query_ids[0][:shared]
-    query_ids = [q[shared:] for q in query_ids]
-    prefix_cache = prefill_prefix(model, prefix_ids, image_features)
-    rows = len(query_ids)
-    longest_query = max(len(q) for q in query_ids)
-    if grammar is None:
-        batch = _SharedPrefixBatch(model, prefix_cache, person_index, len(prefix_ids),
-                                   len(prefix_ids) + longest_query + max_new_tokens)
-        return _greedy(batch, query_ids, eos_token_id, pad_token_id, max_new_tokens, device, suppress_token_ids)
-
-    # Forced tokens at the start of the answer join the query pass: "Answer:" + "▁[0." in one go.
-    items = grammar.items
+    items = grammar.items if grammar is not None else ()
+    # Forced tokens at the start of the answer join the first pass: "Answer:" + "▁[0." in one go.
     first_choice = next((i for i, item in enumerate(items) if not item.forced), len(items))
     lead = [item.allowed[0] for item in items[:first_choice]]
-    batch = _SharedPrefixBatch(model, prefix_cache, person_index, len(prefix_ids),
-                               len(prefix_ids) + longest_query + len(items))
-    ids, mask = left_pad([q + lead for q in query_ids], pad_token_id)
-    logits = batch.feed(ids.to(device), mask.to(device), keep=len(lead) + 1)
-    # logits[:, k] predicts items[k] for k < len(lead); the last position predicts the first choice.
+    segments = [q[shared:] + lead for q in query_ids]
+    later_tokens = len(items) - len(lead) if grammar is not None else max_new_tokens  # per query, at most
+    batch = _PackedPersons(model, persons, k, len(prefix_ids) + sum(map(len, segments)) + k * later_tokens, device)
+    # logits[:, j] predicts items[j] for j < len(lead); the last position predicts the first choice.
+    logits = batch.start(prefix_ids, segments, image_features, keep_last=len(lead) + 1)
+    rows = persons * k
+    if grammar is None:
+        return _greedy(batch, logits[:, -1], rows, eos_token_id, max_new_tokens, device, suppress_token_ids)
+
     emitted = _Emitted(rows, device)
-    for k, item in enumerate(items[:first_choice]):
-        emitted.force(item, logits[:, k])
+    for j, item in enumerate(items[:first_choice]):
+        emitted.force(item, logits[:, j])
     next_logits = logits[:, -1]
 
     i = first_choice
@@ -209,10 +220,9 @@ def fast_decode(model, image_features: torch.Tensor, prefix_ids: list[int], pers
                     emitted.append(tail)
             break
         run = torch.tensor([it.allowed[0] for it in items[i + 1:j]], dtype=torch.long, device=device)
-        step_ids = torch.cat([chosen[:, None], run.expand(rows, len(run))], dim=1)
-        logits = batch.feed(step_ids, torch.ones_like(step_ids))
-        for k, item in enumerate(items[i + 1:j]):
-            emitted.force(item, logits[:, k])
+        logits = batch.step(torch.cat([chosen[:, None], run.expand(rows, len(run))], dim=1))
+        for m, item in enumerate(items[i + 1:j]):
+            emitted.force(item, logits[:, m])
         next_logits = logits[:, -1]
         i = j
     return emitted.answers(grammar.num_values)
@@ -264,11 +274,8 @@ class _Emitted:
         return DecodedAnswers(torch.stack(self.tokens, dim=1).tolist(), scores)
 
 
-def _greedy(batch: _SharedPrefixBatch, query_ids, eos_token_id, pad_token_id, max_new_tokens, device,
-            suppress_token_ids):
-    rows = len(query_ids)
-    ids, mask = left_pad(query_ids, pad_token_id)
-    logits = batch.feed(ids.to(device), mask.to(device), keep=1)[:, -1]
+def _greedy(batch: _PackedPersons, logits: torch.Tensor, rows: int, eos_token_id: int, max_new_tokens: int,
+            device: torch.device, suppress_token_ids: tuple[int, ...]) -> DecodedAnswers:
     suppressed = torch.tensor(list(suppress_token_ids), dtype=torch.long, device=device)
     tokens: list[list[int]] = [[] for _ in range(rows)]
     step_probs: list[list[float]] = [[] for _ in range(rows)]
@@ -284,9 +291,8 @@ def _greedy(batch: _SharedPrefixBatch, query_ids, eos_token_id, pad_token_id, ma
         done |= best == eos_token_id
         if bool(done.all()):
             break
-        # Finished rows keep feeding EOS (masked out) so the batch stays rectangular, as in generate.
-        step = torch.where(done, torch.full_like(best, pad_token_id), best)[:, None]
-        logits = batch.feed(step, (~done).long()[:, None])[:, -1]
+        # Finished queries keep feeding tokens so the batch stays rectangular; only they can see them.
+        logits = batch.step(best[:, None])[:, -1]
     width = max(1, max(len(p) for p in step_probs))
     scores = torch.full((rows, width), float("nan"))
     for q, p in enumerate(step_probs):

@@ -280,9 +280,8 @@ class Localizer:
         if mode == "fast":
             features = self.model.get_image_features(pixel_values)
             decoded = fast_decode(
-                self.model, features, self.builder.prefix_ids(), [p for p in range(persons) for _ in range(k)],
-                queries * persons, self.grammar if self.constrained else None, self.builder.eos_token_id,
-                self.pad_token_id, len(self.grammar) - 1, self.suppressed_token_ids,
+                self.model, features, self.builder.prefix_ids(), queries, self.grammar if self.constrained else None,
+                self.builder.eos_token_id, len(self.grammar) - 1, self.suppressed_token_ids,
             )
             token_ids, value_scores = decoded.token_ids, decoded.value_scores.numpy()
         else:

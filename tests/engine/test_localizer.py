@@ -41,6 +41,29 @@ def test_fast_greedy_equals_reference_real_tokenizers(name, request, tmp_path):
     assert fast == reference
 
 
+def test_fast_greedy_equals_reference_with_eager_attention(char_checkpoint):
+    """Eager attention gets the fast path's mask as additive floats, sdpa as booleans."""
+    localizer = Localizer.from_pretrained(char_checkpoint, device="cpu")
+    localizer.model.language_model.set_attn_implementation("eager")
+    fast, reference = _same_answers(localizer)
+    assert fast == reference
+
+
+def test_fast_mode_keeps_one_cache_row_per_person(char_checkpoint):
+    """The K queries of a person share its row (and its prefix KV) instead of K copies of it."""
+    localizer = Localizer.from_pretrained(char_checkpoint, device="cpu")
+    rows = []
+    hook = localizer.model.language_model.register_forward_hook(
+        lambda module, args, kwargs, out: rows.append((kwargs["inputs_embeds"].shape[0],
+                                                       kwargs["cache"].layers[0].keys.shape[0])),
+        with_kwargs=True)
+    try:
+        localizer.localize(IMAGE, BOXES, "coco", mode="fast")
+    finally:
+        hook.remove()
+    assert len(rows) > 1 and set(rows) == {(len(BOXES), len(BOXES))}
+
+
 def test_reference_mode_encodes_the_images_at_every_step_and_fast_mode_once(char_checkpoint):
     """The cost the reference pays (SPEC 3): each generate step re-encodes the person's K image copies."""
     localizer = Localizer.from_pretrained(char_checkpoint, device="cpu")
