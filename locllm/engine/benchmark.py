@@ -50,6 +50,31 @@ def count_vision_images(model: LocLLMForKeypointLocalization):
         hook.remove()
 
 
+@contextmanager
+def measure_kv_cache(model: LocLLMForKeypointLocalization):
+    """Within the block, the list yielded gets the bytes of every KV cache the language model writes
+    into (keys and values of all layers, as allocated), at its largest, one entry per cache."""
+    sizes: list[int] = []
+    latest = {}  # the cache of the last call: a new object starts a new entry (ids may be reused)
+
+    def record(module, args, kwargs, output):
+        cache = kwargs.get("cache")
+        if cache is None:
+            return
+        if latest.get("cache") is not cache:
+            latest["cache"] = cache
+            sizes.append(0)
+        size = sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers if layer.is_initialized)
+        sizes[-1] = max(sizes[-1], size)
+
+    hook = model.language_model.register_forward_hook(record, with_kwargs=True)
+    try:
+        yield sizes
+    finally:
+        hook.remove()
+        latest.clear()
+
+
 def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int = 4096) -> float:
     """Measured dense matmul throughput, the yardstick of the arithmetic floor."""
     a = torch.randn(n, n, device=device, dtype=dtype)
@@ -96,8 +121,10 @@ def run_benchmark(size: str = "small", persons: int = 8, keypoints: str = "coco"
     with autocast:
         fast_s = _time(lambda: localizer.localize(image, boxes, kp_set, mode="fast"), device, repeats)
         reference_s = _time(lambda: localizer.localize(image, boxes, kp_set, mode="reference"), device, repeats)
-        with count_vision_images(model) as reference_images:
+        with count_vision_images(model) as reference_images, measure_kv_cache(model) as reference_caches:
             reference = localizer.localize(image, boxes, kp_set, mode="reference")
+        with measure_kv_cache(model) as fast_caches:
+            localizer.localize(image, boxes, kp_set, mode="fast")
         localizer.constrained = False
         with count_vision_images(model) as fast_images:
             greedy = localizer.localize(image, boxes, kp_set, mode="fast")
@@ -116,6 +143,10 @@ def run_benchmark(size: str = "small", persons: int = 8, keypoints: str = "coco"
         # the K copies at every decoding step, fast encodes each crop once
         "reference_vision_images_per_person": sum(reference_images) / persons,
         "fast_vision_images_per_person": sum(fast_images) / persons,
+        # KV cache bytes as allocated: the reference's cache holds one person's K prompts (one generate
+        # per person), the fast path's a batch of persons; their sum over the run, per person
+        "reference_kv_cache_mib_per_person": sum(reference_caches) / persons / 2**20,
+        "fast_kv_cache_mib_per_person": sum(fast_caches) / persons / 2**20,
         "trainable_parameters": model.trainable_parameter_count(),
     }
     if device.type == "cuda":
