@@ -111,10 +111,10 @@ class _PackedPersons:
     queries one after another, then at every step each query's new tokens. The prefix KV is computed
     and stored once per person and read once per step by all K queries, instead of copied into K rows
     (Llama-2-7B in bf16, COCO's 17 queries: 0.65 GiB of cache per person instead of 2.8 GiB, and a
-    quarter as much of it read at every decoding step). Every slot belongs to the
-    prefix (seen by all) or to one query (seen by it alone), and positions continue each query's own
-    numbering, so each query sees exactly the tokens and positions of its own unpadded prompt. The
-    layout is the same in every row: one (T, C) mask serves the whole batch.
+    quarter as much of it read at every decoding step). Every slot belongs to the prefix (seen by all)
+    or to one query (seen by it alone), and positions continue each query's own numbering, so each
+    query sees exactly the tokens and positions of its own unpadded prompt. The layout is the same in
+    every row: one (T, C) mask serves the whole batch.
     """
 
     PREFIX = -1
