@@ -42,11 +42,13 @@ def test_fast_greedy_equals_reference_real_tokenizers(name, request, tmp_path):
 
 
 def test_fast_greedy_equals_reference_with_eager_attention(char_checkpoint):
-    """Eager attention gets the fast path's mask as additive floats, sdpa as booleans."""
+    """The fast path attends its own way (shared prefix), whatever the model was loaded with, and
+    leaves the model's attention as it was."""
     localizer = Localizer.from_pretrained(char_checkpoint, device="cpu")
     localizer.model.language_model.set_attn_implementation("eager")
     fast, reference = _same_answers(localizer)
     assert fast == reference
+    assert localizer.model.config.text_config._attn_implementation == "eager"
 
 
 def test_fast_mode_keeps_one_cache_row_per_person(char_checkpoint):
