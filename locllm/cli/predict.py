@@ -9,6 +9,7 @@ A checkpoint trained on keypoints of your own (``descriptions.json`` in its fold
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..data.images import ImageReadError, read_image_rgb
 from ..engine.boxes import image_key, parse_box, read_detection_boxes
 from ..keypoints import KeypointSet, parse_describe, resolve_keypoints
 from .common import add_json_argument, write_json
@@ -54,19 +56,21 @@ def requested_keypoints(keypoints: str, describe: list[str],
     return kp_set, [False] * len(base) + [True] * len(extras)
 
 
-def prediction_report(mode: str, kp_set: KeypointSet, images: list[tuple[str, list]], seconds: float) -> dict:
+def prediction_report(mode: str, kp_set: KeypointSet, images: list[tuple[str, list]], seconds: float,
+                      errors: dict[str, str] | None = None) -> dict:
     """What ``--json`` writes (the web demo returns the same): ``images`` holds (image name, persons) pairs,
-    ``seconds`` the time spent localizing them all."""
+    ``seconds`` the time spent localizing them all, ``errors`` why an image has no answer (unreadable)."""
+    errors = errors or {}
     persons_total = sum(len(persons) for _, persons in images)
     return {"mode": mode, "keypoints": kp_set.names,
-            "images": [{"image": name, "persons": [p.to_dict() for p in persons]} for name, persons in images],
+            "images": [{"image": name, "persons": [p.to_dict() for p in persons], "error": errors.get(name)}
+                       for name, persons in images],
             "persons": persons_total, "ms_per_person": 1000 * seconds / persons_total if persons_total else None}
 
 
 def run(args) -> int:
     from ..engine import Localizer
     from ..engine.demo import demo_checkpoint
-    from ..viz import draw_keypoints
 
     images = [Path(p) for p in args.images]
     for path in images:
@@ -79,33 +83,55 @@ def run(args) -> int:
     localizer = Localizer.from_pretrained(args.checkpoint or demo_checkpoint(), device=args.device)
     kp_set, novel = requested_keypoints(args.keypoints, args.describe, localizer.keypoint_set)
 
-    report, seconds = [], 0.0
-    for path in images:
-        boxes = typed_box
-        if detections is not None:
-            key = image_key(path, detections)
-            boxes = detections.get(key, np.zeros((0, 4))) if key else np.zeros((0, 4))
+    report, errors, seconds = [], {}, 0.0
+    # Images go to the localizer a group at a time, so persons of different images share batches
+    # while only one group's pixels are held.
+    for first in range(0, len(images), localizer.persons_per_batch):
+        group, pixels, group_boxes = images[first:first + localizer.persons_per_batch], [], []
+        for path in group:
+            try:
+                pixels.append(read_image_rgb(path))
+            except ImageReadError as error:  # one unreadable file does not lose the others' answers
+                errors[str(path)] = str(error)
+                pixels.append(None)
+                print(f"{path.name}: skipped: {error}", file=sys.stderr)
+                continue
+            boxes = typed_box
+            if detections is not None:
+                key = image_key(path, detections)
+                boxes = detections.get(key, np.zeros((0, 4))) if key else np.zeros((0, 4))
+            group_boxes.append(boxes)
         start = time.perf_counter()
-        persons = localizer.localize(path, boxes=boxes, keypoints=kp_set, mode=args.mode) if (
-            boxes is None or len(boxes)) else []
+        answers = iter(localizer.localize_many([image for image in pixels if image is not None], group_boxes,
+                                               kp_set, args.mode))
         seconds += time.perf_counter() - start
-        report.append((str(path), persons))
-        for p in persons:
-            flag = f"  ({p.error})" if p.error else ""
-            print(f"{path.name}: person at {np.round(p.box, 1).tolist()} score {p.score:.3f}{flag}")
-        if args.out:
-            picture = localizer.load_image(path)
-            labels = [k.name if n else "" for k, n in zip(kp_set, novel, strict=True)]
+        for path, picture in zip(group, pixels, strict=True):
+            persons = [] if picture is None else next(answers)
+            report.append((str(path), persons))
             for p in persons:
-                if p.error is None:
-                    picture = draw_keypoints(picture, p.keypoints[:, :2], kp_set, scores=p.scores, visible=p.valid,
-                                             labels=labels)
-            out = Path(args.out)
-            if len(images) > 1:
-                out.mkdir(parents=True, exist_ok=True)
-                out = out / f"{path.stem}_keypoints.png"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(out), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
-            print(f"wrote {out}")
-    write_json(args.json, prediction_report(args.mode, kp_set, report, seconds))
+                flag = f"  ({p.error})" if p.error else ""
+                print(f"{path.name}: person at {np.round(p.box, 1).tolist()} score {p.score:.3f}{flag}")
+            if args.out and picture is not None:
+                write_picture(picture, persons, kp_set, novel, Path(args.out), path, several=len(images) > 1)
+    write_json(args.json, prediction_report(args.mode, kp_set, report, seconds, errors))
+    if errors:
+        raise ValueError(f"{len(errors)} of {len(images)} images could not be read (the others were answered)")
     return 0
+
+
+def write_picture(picture, persons, kp_set, novel: list[bool], out: Path, path: Path, several: bool) -> None:
+    """The image with each person's skeleton; novel keypoints labelled by name."""
+    from ..viz import draw_keypoints
+
+    labels = [k.name if n else "" for k, n in zip(kp_set, novel, strict=True)]
+    for p in persons:
+        if p.error is None:
+            picture = draw_keypoints(picture, p.keypoints[:, :2], kp_set, scores=p.scores, visible=p.valid,
+                                     labels=labels)
+    if several:
+        out.mkdir(parents=True, exist_ok=True)
+        out = out / f"{path.stem}_keypoints.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    print(f"wrote {out}")
+

@@ -205,24 +205,55 @@ class Localizer:
                 pairs for keypoints the model never saw.
             mode: ``"fast"`` (default) or ``"reference"`` (the reference implementation's decoding).
         """
+        return self.localize_many([image], [boxes], keypoints, mode)[0]
+
+    def localize_many(self, images, boxes=None, keypoints="coco", mode: str = "fast") -> list[list[PersonKeypoints]]:
+        """:meth:`localize` for several images, whose persons share batches (one person per image fills
+        a batch too); returns one list of persons per image.
+
+        Args:
+            images: paths, PIL images or (H, W, 3) uint8 RGB arrays.
+            boxes: one entry per image, each as in :meth:`localize`; ``None``: every image is one person.
+            keypoints, mode: as in :meth:`localize`.
+        """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        boxes = [None] * len(images) if boxes is None else list(boxes)
+        if len(boxes) != len(images):
+            raise ValueError(f"got {len(images)} images but {len(boxes)} box lists")
         kp_set = self.keypoint_set(keypoints)
-        pixels = self.load_image(image)
-        height, width = pixels.shape[:2]
-        boxes = np.array([[0, 0, width, height]] if boxes is None else boxes, dtype=np.float64).reshape(-1, 4)
-        results: list[PersonKeypoints | None] = [None] * len(boxes)
-        usable = []
-        for i, box in enumerate(boxes):
-            problem = self.check_box(box, width, height)
-            if problem:
-                results[i] = self._failed(box, kp_set, problem)
-            else:
-                usable.append(i)
-        for start in range(0, len(usable), self.persons_per_batch):
-            chunk = usable[start:start + self.persons_per_batch]
-            for i, person in zip(chunk, self._localize_crops(pixels, boxes[chunk], kp_set, mode), strict=True):
-                results[i] = person
+        results: list[list[PersonKeypoints | None]] = []
+        crops, where = [], []  # one crop per usable person, and its (image, person) place in results
+        for i, (image, image_boxes) in enumerate(zip(images, boxes, strict=True)):
+            pixels = self.load_image(image)
+            height, width = pixels.shape[:2]
+            image_boxes = np.array([[0, 0, width, height]] if image_boxes is None else image_boxes,
+                                   dtype=np.float64).reshape(-1, 4)
+            results.append([None] * len(image_boxes))
+            usable = []
+            for j, box in enumerate(image_boxes):
+                problem = self.check_box(box, width, height)
+                if problem:
+                    results[i][j] = self._failed(box, kp_set, problem)
+                else:
+                    usable.append(j)
+            if usable:
+                crops.append((image_boxes[usable], self.processor.crop_persons(pixels, image_boxes[usable])))
+                where += [(i, j) for j in usable]
+        if not where:
+            return results
+        person_boxes = np.concatenate([b for b, _ in crops])
+        pixel_values = torch.cat([c.pixel_values for _, c in crops])
+        centers = np.concatenate([c.centers for _, c in crops])
+        scales = np.concatenate([c.scales for _, c in crops])
+        for start in range(0, len(where), self.persons_per_batch):
+            chunk = slice(start, start + self.persons_per_batch)
+            normalized, scores, valid, texts = self._answer_crops(pixel_values[chunk], kp_set, mode)
+            for p, (i, j) in enumerate(where[chunk]):
+                n = start + p
+                coords = normalized[p]
+                coords[:, :2] = self.processor.crop_to_image(coords[:, :2], centers[n], scales[n])
+                results[i][j] = PersonKeypoints(person_boxes[n], kp_set.names, coords, scores[p], valid[p], texts[p])
         return results
 
     def _failed(self, box, kp_set: KeypointSet, reason: str) -> PersonKeypoints:
@@ -256,17 +287,6 @@ class Localizer:
             box = np.array([0.0, 0.0, size, size])
             results += [PersonKeypoints(box, kp_set.names, normalized[p], scores[p], valid[p], texts[p])
                         for p in range(len(chunk))]
-        return results
-
-    def _localize_crops(self, pixels: np.ndarray, boxes: np.ndarray, kp_set: KeypointSet,
-                        mode: str) -> list[PersonKeypoints]:
-        crops = self.processor.crop_persons(pixels, boxes)
-        normalized, scores, valid, texts = self._answer_crops(crops.pixel_values, kp_set, mode)
-        results = []
-        for p in range(len(boxes)):
-            coords = normalized[p]
-            coords[:, :2] = self.processor.crop_to_image(coords[:, :2], crops.centers[p], crops.scales[p])
-            results.append(PersonKeypoints(boxes[p], kp_set.names, coords, scores[p], valid[p], texts[p]))
         return results
 
     @torch.no_grad()

@@ -48,3 +48,21 @@ def test_predict_user_errors_are_one_line(char_checkpoint, tmp_path, capsys):
     assert "give a description" in capsys.readouterr().err
     assert main(["predict", str(image), "--checkpoint", str(char_checkpoint), "--boxes", "1,2,3"]) == 1
     assert "x,y,w,h" in capsys.readouterr().err
+
+
+def test_predict_answers_the_readable_images_when_one_is_corrupt(char_checkpoint, tmp_path, capsys):
+    paths = [tmp_path / "a.png", tmp_path / "broken.png", tmp_path / "c.png"]
+    cv2.imwrite(str(paths[0]), IMAGE)
+    paths[1].write_bytes(b"not a png")
+    cv2.imwrite(str(paths[2]), IMAGE[:, ::-1])
+    out = tmp_path / "out.json"
+    code = main(["predict", *map(str, paths), "--checkpoint", str(char_checkpoint), "--keypoints", "nose,neck",
+                 "--json", str(out), "--out", str(tmp_path / "pictures"), "--device", "cpu"])
+    assert code == 1
+    assert "1 of 3 images could not be read" in capsys.readouterr().err
+    report = json.loads(out.read_text())
+    assert [entry["image"] for entry in report["images"]] == list(map(str, paths))
+    assert [len(entry["persons"]) for entry in report["images"]] == [1, 0, 1]
+    assert report["images"][1]["error"] and "broken.png" in report["images"][1]["error"]
+    assert report["images"][0]["error"] is None and report["persons"] == 2
+    assert sorted(p.name for p in (tmp_path / "pictures").iterdir()) == ["a_keypoints.png", "c_keypoints.png"]

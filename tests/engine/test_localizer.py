@@ -106,6 +106,27 @@ def test_batching_does_not_change_answers(char_checkpoint):
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
 
 
+def test_localize_many_batches_persons_of_different_images(char_checkpoint):
+    localizer = Localizer.from_pretrained(char_checkpoint, device="cpu")
+    images = [IMAGE, IMAGE[:, ::-1].copy(), IMAGE[::-1].copy()]
+    boxes = [BOXES[:1], [[10, 10, 0, 20], BOXES[1]], None]
+    encoded = []
+    original = localizer.model.get_image_features
+    localizer.model.get_image_features = lambda pixels: encoded.append(len(pixels)) or original(pixels)
+    together = localizer.localize_many(images, boxes, ["nose", "neck"])
+    assert encoded == [3]  # the three usable persons of three images in one batch
+    assert [len(people) for people in together] == [1, 2, 1] and "zero" in together[1][0].error
+    localizer.model.get_image_features = original
+    for image, image_boxes, people in zip(images, boxes, together, strict=True):
+        alone = localizer.localize(image, image_boxes, ["nose", "neck"])
+        for a, b in zip(people, alone, strict=True):
+            assert a.answers == b.answers and a.error == b.error
+            np.testing.assert_allclose(a.keypoints, b.keypoints)
+            np.testing.assert_array_equal(a.box, b.box)
+    with pytest.raises(ValueError, match="2 images but 1 box lists"):
+        localizer.localize_many(images[:2], boxes[:1])
+
+
 def test_custom_keypoint_by_description(char_checkpoint):
     localizer = Localizer.from_pretrained(char_checkpoint, device="cpu")
     people = localizer.localize(IMAGE, None, ["left knee", ("belly button", "The navel, in the middle of the belly.")])
