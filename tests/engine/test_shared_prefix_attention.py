@@ -56,3 +56,22 @@ def test_first_pass_and_a_step_equal_masked_dense_attention(groups):
                                 in_order=True)
     out, _ = _attention(_Module(groups), query, key, value, None, scaling=dim ** -0.5, shared_prefix=layout)
     torch.testing.assert_close(out, _dense_reference(query, key, value, visible, dim ** -0.5))
+
+
+def test_a_forward_without_layout_is_plain_sdpa_and_the_implementation_is_restored():
+    """Selected, the implementation still serves ordinary forwards (e.g. a padded batch) as sdpa does."""
+    from locllm.engine.shared_prefix_attention import shared_prefix_attention
+    from locllm.models import LocLLMForKeypointLocalization
+    from locllm.models.tiny import locllm_config
+
+    torch.manual_seed(0)
+    model = LocLLMForKeypointLocalization(locllm_config("tiny", vocab_size=64)).eval()
+    ids = torch.randint(3, 60, (2, 7))
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, :3] = 0  # left padding
+    with torch.no_grad():
+        expected = model.language_model(input_ids=ids, attention_mask=mask).logits
+        with shared_prefix_attention(model.config.text_config):
+            got = model.language_model(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(got, expected)
+    assert model.config.text_config._attn_implementation == "sdpa"
