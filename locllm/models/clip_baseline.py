@@ -49,7 +49,7 @@ from transformers.utils import ModelOutput
 from ..keypoints import Keypoint
 from .configuration_locllm import CLIP_MEAN, CLIP_STD
 from .heatmap import HeatmapCodec
-from .modeling_locllm import BASE_WEIGHTS, TRAINED_WEIGHTS, read_checkpoint_tensors
+from .modeling_locllm import BASE_WEIGHTS, TRAINED_WEIGHTS, read_checkpoint_config, read_checkpoint_tensors
 from .processing_locllm import LocLLMImageProcessor
 
 MODEL_TYPE = "locllm_clip_baseline"
@@ -398,11 +398,7 @@ class CLIPBaselineForKeypointHeatmaps(CLIPBaselinePreTrainedModel):
                         device: str | torch.device | None = None, **_) -> CLIPBaselineForKeypointHeatmaps:
         """Rebuild the model from its CLIP weights and load the checkpoint's (safetensors only)."""
         folder = Path(checkpoint)
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"{folder} is not a checkpoint (no config.json)")
-        config = CLIPBaselineConfig.from_pretrained(folder)
-        if config.model_type != MODEL_TYPE:
-            raise ValueError(f"{folder}: config model_type is {config.model_type!r}, expected {MODEL_TYPE!r}")
+        config = read_checkpoint_config(folder, CLIPBaselineConfig)
         model = cls.from_bases(config, dtype=dtype)
         state = read_checkpoint_tensors(folder)
         missing, unexpected = model.load_state_dict(state, strict=False)

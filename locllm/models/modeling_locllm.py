@@ -19,7 +19,7 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers import AutoModelForCausalLM, GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration_locllm import LocLLMConfig
@@ -27,6 +27,17 @@ from .vision import build_vision_tower, load_vision_tower, patch_features, resam
 
 TRAINED_WEIGHTS = "trained.safetensors"
 BASE_WEIGHTS = "base.safetensors"
+
+
+def read_checkpoint_config(folder: str | Path, config_class: type[PretrainedConfig]) -> PretrainedConfig:
+    """A checkpoint folder's ``config.json``, checked to be of ``config_class``'s model type."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} is not a {config_class.model_type} checkpoint (no config.json)")
+    config = config_class.from_pretrained(folder)
+    if config.model_type != config_class.model_type:
+        raise ValueError(f"{folder}: config model_type is {config.model_type!r}, expected {config_class.model_type!r}")
+    return config
 
 
 def read_checkpoint_tensors(folder: str | Path) -> dict[str, torch.Tensor]:
@@ -265,11 +276,7 @@ class LocLLMForKeypointLocalization(LocLLMPreTrainedModel, GenerationMixin):
                         device: str | torch.device | None = None, **_) -> LocLLMForKeypointLocalization:
         """Rebuild the model from its bases and load the checkpoint's weights (safetensors only)."""
         folder = Path(checkpoint)
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"{folder} is not a LocLLM checkpoint (no config.json)")
-        config = LocLLMConfig.from_pretrained(folder)
-        if config.model_type != "locllm":
-            raise ValueError(f"{folder}: config model_type is {config.model_type!r}, expected 'locllm'")
+        config = read_checkpoint_config(folder, LocLLMConfig)
         model = cls.from_bases(config, dtype=dtype)
         state = read_checkpoint_tensors(folder)
         missing, unexpected = model.load_state_dict(_retie(state, model), strict=False)
