@@ -1,4 +1,4 @@
-"""Top-down geometry: person box -> crop, keypoints into and out of the crop, flips, camera projection.
+"""Top-down geometry: person box -> crop, keypoints into and out of the crop, flips.
 
 This is the only place for it; it imports nothing else of ours. The conventions are those of the HRNet
 code the reference implementation inherits, reproduced to the bit where the parity recordings need it:
@@ -391,55 +391,3 @@ def flip_keypoints(
             f"flip_indices must pair keypoints up (flipping twice is the identity), got {order.tolist()}"
         )
     return flip_points(joints, image_width)[order], visible[order].copy()
-
-
-# ----------------------------------------------------------------------------------------------------
-# Pinhole camera (Human3.6M)
-# ----------------------------------------------------------------------------------------------------
-
-
-def world_to_camera(points, rotation, translation) -> np.ndarray:
-    """``(N, 3)`` world points (mm) -> camera coordinates ``R (X - T)``; ``T`` is the camera centre."""
-    points = np.asarray(points, dtype=np.float64)
-    rotation = np.asarray(rotation, dtype=np.float64)
-    translation = np.asarray(translation, dtype=np.float64).reshape(3)
-    return (points - translation) @ rotation.T
-
-
-def camera_to_world(points, rotation, translation) -> np.ndarray:
-    """Inverse of :func:`world_to_camera` (``R`` is a rotation, so its inverse is its transpose)."""
-    points = np.asarray(points, dtype=np.float64)
-    rotation = np.asarray(rotation, dtype=np.float64)
-    return points @ rotation + np.asarray(translation, dtype=np.float64).reshape(3)
-
-
-def camera_to_pixel(points, focal, principal) -> np.ndarray:
-    """``(N, 3)`` camera points -> ``(N, 3)``: pixel x, y (``x / z * f + c``) and the camera depth z."""
-    points = np.asarray(points, dtype=np.float64)
-    focal = np.asarray(focal, dtype=np.float64).reshape(2)
-    principal = np.asarray(principal, dtype=np.float64).reshape(2)
-    pixels = points.copy()
-    pixels[:, :2] = points[:, :2] / points[:, 2:3] * focal + principal
-    return pixels
-
-
-def pixel_to_camera(points, focal, principal) -> np.ndarray:
-    """``(N, 3)`` pixel x, y and camera depth z (mm) -> ``(N, 3)`` camera points (undoes camera_to_pixel)."""
-    points = np.asarray(points, dtype=np.float64)
-    focal = np.asarray(focal, dtype=np.float64).reshape(2)
-    principal = np.asarray(principal, dtype=np.float64).reshape(2)
-    camera = points.copy()
-    camera[:, :2] = (points[:, :2] - principal) / focal * points[:, 2:3]
-    return camera
-
-
-def world_to_pixel_root_relative(points, rotation, translation, focal, principal, root_index: int = 0):
-    """The reference Human3.6M target: world joints -> pixel x, y and depth relative to the root joint.
-
-    Returns:
-        ``(N, 3)`` pixel x, y and root-relative depth (mm), and the ``(N, 3)`` camera coordinates.
-    """
-    camera = world_to_camera(points, rotation, translation)
-    pixels = camera_to_pixel(camera, focal, principal)
-    pixels[:, 2] -= camera[root_index, 2]
-    return pixels, camera

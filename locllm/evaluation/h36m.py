@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..data.camera import back_project
+
 # Human3.6M's actions, numbered 2..16 in its file names ("act_02" is Directions).
 H36M_ACTIONS = ("Directions", "Discussion", "Eating", "Greeting", "Phoning", "Posing", "Purchases", "Sitting",
                 "SittingDown", "Smoking", "Photo", "Waiting", "Walking", "WalkDog", "WalkTogether")
@@ -63,10 +65,7 @@ def image_to_camera(
     if root_index is not None:
         relative[..., root_index] = 0.0
     depth = relative + np.asarray(root_depth, dtype=np.float64)[..., None]  # (..., J)
-    focal = np.asarray(focal, dtype=np.float64)[..., None, :]  # (..., 1, 2)
-    principal_point = np.asarray(principal_point, dtype=np.float64)[..., None, :]
-    xy = (image_xy - principal_point) / focal * depth[..., None]
-    return np.concatenate([xy, depth[..., None]], axis=-1)
+    return back_project(image_xy, depth, focal, principal_point)
 
 
 def procrustes_align(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from locllm.data import geometry as G
+from locllm.data.camera import PinholeCamera
 
 
 def random_points(rng: np.random.Generator, n: int = 50) -> np.ndarray:
@@ -181,18 +182,18 @@ def test_camera_projection_round_trip():
     rotation, translation = rotation_about_y(20.0), np.array([100.0, -50.0, -4000.0])
     focal, principal = np.array([1145.0, 1144.0]), np.array([512.5, 515.4])
     world = rng.uniform(-900, 900, size=(17, 3))
-    camera = G.world_to_camera(world, rotation, translation)
-    np.testing.assert_allclose(G.camera_to_world(camera, rotation, translation), world, atol=1e-9)
-    pixels = G.camera_to_pixel(camera, focal, principal)
+    pinhole = PinholeCamera(R=rotation, t=translation, f=focal, c=principal)
+    camera = pinhole.world_to_camera(world)
+    np.testing.assert_allclose(pinhole.camera_to_world(camera), world, atol=1e-9)
+    pixels = pinhole.camera_to_pixel(camera)
     np.testing.assert_allclose(pixels[:, 2], camera[:, 2])
-    np.testing.assert_allclose(G.pixel_to_camera(pixels, focal, principal), camera, atol=1e-9)
+    np.testing.assert_allclose(pinhole.pixel_to_camera(pixels), camera, atol=1e-9)
 
 
 def test_camera_axis_projects_to_the_principal_point_and_depth_is_root_relative():
     world = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 300.0], [100.0, 0.0, 0.0]])
-    pixels, camera = G.world_to_pixel_root_relative(
-        world, np.eye(3), [0.0, 0.0, -5000.0], [500.0, 500.0], [200.0, 150.0], root_index=0
-    )
+    pinhole = PinholeCamera.from_h36m({"R": np.eye(3), "t": [0.0, 0.0, -5000.0], "f": [500.0, 500.0], "c": [200.0, 150.0]})
+    pixels, camera = pinhole.world_to_pixel_root_relative(world, root_index=0)
     np.testing.assert_allclose(camera[:, 2], [5000, 5300, 5000])
     np.testing.assert_allclose(pixels[0], [200, 150, 0])
     np.testing.assert_allclose(pixels[1], [200, 150, 300])

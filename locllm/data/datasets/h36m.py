@@ -3,7 +3,7 @@
 The file holds ``images`` (``file_name``, ``width``, ``height``, ``cam_param`` with ``R``, ``t``, ``f``,
 ``c``) and ``annotations`` (``image_id``, ``bbox``, ``keypoints_world`` in mm, optional
 ``keypoints_vis``). Each person's world joints go through the camera to pixels and a depth relative to
-the root joint (:func:`~locllm.data.geometry.world_to_pixel_root_relative`); boxes are clipped to the
+the root joint (:meth:`~locllm.data.camera.PinholeCamera.world_to_pixel_root_relative`); boxes are clipped to the
 image with pixel scales and no enlargement, as the reference's ``Human36MDataset``.
 """
 
@@ -17,7 +17,8 @@ import numpy as np
 
 from ...keypoints import H36M_KEYPOINTS, KeypointSet
 from ..augment import NO_AUGMENTATION, AugmentationConfig
-from ..geometry import box_to_center_scale, clip_box, world_to_pixel_root_relative
+from ..camera import PinholeCamera
+from ..geometry import box_to_center_scale, clip_box
 from .base import PoseDataset, PoseRecord
 
 # Sequences of subject 9 whose ground truth is known to be broken; the reference (like the protocol-2
@@ -108,9 +109,7 @@ class Human36MDataset(PoseDataset):
                 self._skip_annotation("with an empty box")
                 continue
             camera = image["cam_param"]
-            pixels, joints_cam = world_to_pixel_root_relative(
-                world, camera["R"], camera["t"], camera["f"], camera["c"], self.root_index
-            )
+            pixels, joints_cam = PinholeCamera.from_h36m(camera).world_to_pixel_root_relative(world, self.root_index)
             labelled = np.asarray(annotation.get("keypoints_vis", np.ones(num_keypoints)), dtype=float) > 0
             if labelled.shape != (num_keypoints,):
                 self._skip_annotation(f"without {num_keypoints} keypoints_vis flags")

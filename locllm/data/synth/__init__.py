@@ -9,7 +9,7 @@ written in each data set's own annotation layout. In memory::
 On disk: :func:`generate_synthpose`, or ``locllm synth --out DIR --num-images N --seed S``.
 """
 
-from .camera import PinholeCamera
+from ..camera import PinholeCamera
 from .figure import JOINT_NAMES, PARTS, Figure, joint_indices, sample_figure
 from .generate import generate_synthpose
 from .render import DIFFICULTIES, MAX_PERSONS, Difficulty, render_scene

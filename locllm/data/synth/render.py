@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from ...keypoints import COCO_KEYPOINTS, EXTRA_KEYPOINTS, H36M_KEYPOINTS, MPII_KEYPOINTS
-from .camera import PinholeCamera
+from ..camera import PinholeCamera
 from .figure import (
     HEAD_RADIUS,
     JOINT_INDEX,
