@@ -65,6 +65,23 @@ def person_annotations(
             yield image_info, annotation, keypoints.reshape(num_keypoints, 3)
 
 
+def person_record(image_info: dict, annotation: dict, keypoints: np.ndarray, center: np.ndarray, scale: np.ndarray,
+                  **meta) -> PoseRecord:
+    """The record of one COCO-layout person: keypoints ``(K, 3)`` x, y, v; ``meta`` adds to the annotation's
+    ``annotation_id``, ``bbox`` (x, y, w, h as annotated) and ``file_name``."""
+    joints = np.zeros((len(keypoints), 3))
+    joints[:, :2] = keypoints[:, :2]
+    return PoseRecord(
+        image_path=Path(image_info["file_name"]),
+        image_id=image_info["id"],
+        center=center,
+        scale=scale,
+        joints=joints,
+        labelled=keypoints[:, 2] > 0,
+        meta={"annotation_id": annotation.get("id"), "bbox": tuple(float(v) for v in annotation["bbox"]),
+              **meta, "file_name": image_info["file_name"]},
+    )
+
 class CocoKeypointDataset(PoseDataset):
     """Person crops from a COCO-format keypoint file.
 
@@ -119,20 +136,6 @@ class CocoKeypointDataset(PoseDataset):
             if not labelled.any():
                 self._skip_annotation("without labelled keypoints")
                 continue
-            joints = np.zeros((len(keypoints), 3))
-            joints[:, :2] = keypoints[:, :2]
-            records.append(PoseRecord(
-                image_path=Path(image_info["file_name"]),
-                image_id=image_info["id"],
-                center=center,
-                scale=scale,
-                joints=joints,
-                labelled=labelled,
-                meta={
-                    "annotation_id": annotation.get("id"),
-                    "bbox": tuple(float(v) for v in annotation["bbox"]),
-                    "area": float(annotation.get("area", 0.0)),
-                    "file_name": image_info["file_name"],
-                },
-            ))
+            records.append(person_record(image_info, annotation, keypoints, center, scale,
+                                         area=float(annotation.get("area", 0.0))))
         return records

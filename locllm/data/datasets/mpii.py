@@ -31,7 +31,7 @@ from ..geometry import (
     mpii_center_scale,
 )
 from .base import PoseDataset, PoseRecord
-from .coco import load_coco, person_annotations
+from .coco import load_coco, person_annotations, person_record
 
 
 class MpiiDataset(PoseDataset):
@@ -130,19 +130,5 @@ class MpiiDataset(PoseDataset):
                 self._skip_annotation("without labelled keypoints")
                 continue
             center, scale = box_to_center_scale(box, self.aspect_ratio, self.scale_factor, pixel_std=1.0)
-            joints = np.zeros((len(keypoints), 3))
-            joints[:, :2] = keypoints[:, :2]
-            records.append(PoseRecord(
-                image_path=Path(image_info["file_name"]),
-                image_id=image_info["id"],
-                center=center,
-                scale=scale,
-                joints=joints,
-                labelled=labelled,
-                meta={
-                    "annotation_id": annotation.get("id"),
-                    "bbox": tuple(float(v) for v in annotation["bbox"]),
-                    "file_name": image_info["file_name"],
-                },
-            ))
+            records.append(person_record(image_info, annotation, keypoints, center, scale))
         return records
