@@ -109,18 +109,3 @@ def apply_augmentation(
         joints, labelled = flip_keypoints(joints, labelled, flip_indices, width)
         center = flip_points(center, width).astype(np.float32)
     return AugmentedView(image, joints, labelled, center, scale, draw.rotation, draw.flip)
-
-
-def augment(
-    image: np.ndarray,
-    joints: np.ndarray,
-    labelled: np.ndarray,
-    center: np.ndarray,
-    scale: np.ndarray,
-    flip_indices: Sequence[int],
-    config: AugmentationConfig,
-    rng: np.random.Generator,
-) -> AugmentedView:
-    """Draw an augmentation from ``rng`` and apply it (see :func:`apply_augmentation`)."""
-    draw = draw_augmentation(config, rng)
-    return apply_augmentation(image, joints, labelled, center, scale, flip_indices, draw)

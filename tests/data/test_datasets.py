@@ -15,7 +15,7 @@ from locllm.data.augment import (
     AugmentationConfig,
     AugmentationDraw,
     apply_augmentation,
-    augment,
+    draw_augmentation,
 )
 from locllm.data.datasets import (
     CaptionDataset,
@@ -245,8 +245,9 @@ def test_apply_augmentation_flip_swaps_partners_and_center():
 def test_augmentation_draws_follow_the_config():
     rng = np.random.default_rng(0)
     config = AugmentationConfig()
-    draws = [augment(np.zeros((4, 4, 3), np.uint8), np.zeros((1, 3)), np.ones(1, bool), np.zeros(2, np.float32),
-                     np.ones(2, np.float32), [0], config, rng) for _ in range(400)]
+    draws = [apply_augmentation(np.zeros((4, 4, 3), np.uint8), np.zeros((1, 3)), np.ones(1, bool),
+                                np.zeros(2, np.float32), np.ones(2, np.float32), [0], draw_augmentation(config, rng))
+             for _ in range(400)]
     multipliers = np.array([d.scale[0] for d in draws])
     rotations = np.array([d.rotation for d in draws])
     assert multipliers.min() >= 0.7 - 1e-6 and multipliers.max() <= 1.3 + 1e-6

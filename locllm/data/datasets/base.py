@@ -20,7 +20,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ...keypoints import KeypointSet
-from ..augment import AugmentationConfig, augment
+from ..augment import AugmentationConfig, apply_augmentation, draw_augmentation
 from ..geometry import (
     PIXEL_STD,
     affine_points,
@@ -272,8 +272,8 @@ class PoseDataset(SkippingDataset):
         joints, labelled, center, scale = record.joints, record.labelled, record.center, record.scale
         rotation, flipped = 0.0, False
         if self.train and self.augmentation.enabled:
-            view = augment(image, joints, labelled, center, scale, self.flip_indices, self.augmentation,
-                           self._rng(index))
+            draw = draw_augmentation(self.augmentation, self._rng(index))
+            view = apply_augmentation(image, joints, labelled, center, scale, self.flip_indices, draw)
             image, joints, labelled = view.image, view.joints, view.labelled
             center, scale, rotation, flipped = view.center, view.scale, view.rotation, view.flipped
 
