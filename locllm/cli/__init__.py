@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError, KeyError) as err:
+    except (FileNotFoundError, FileExistsError, PermissionError, ValueError, KeyError) as err:
         # User errors end with one readable line, not a traceback.
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"locllm {args.command}: error: {message}", file=sys.stderr)

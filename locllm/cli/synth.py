@@ -22,6 +22,8 @@ def add_parser(parser) -> None:
     parser.add_argument("--val-fraction", type=float, default=0.1, help="share of images in val (default 0.1)")
     parser.add_argument("--workers", type=int, help="rendering processes (default: one per CPU)")
     parser.add_argument("--contact-sheet", metavar="PATH", help="also write a PNG grid of annotated images")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a non-empty --out (and an existing --contact-sheet) as a whole")
     add_json_argument(parser)
 
 
@@ -38,7 +40,7 @@ def run(args) -> int:
     summary = generate_synthpose(
         args.out, args.num_images, args.seed, size=args.size, persons=parse_persons(args.persons), fmt=args.format,
         val_fraction=args.val_fraction, difficulty=args.difficulty, workers=args.workers,
-        contact_sheet=args.contact_sheet, progress=True,
+        contact_sheet=args.contact_sheet, progress=True, overwrite=args.overwrite,
     )
     for split, counts in summary["splits"].items():
         print(f"{split}: {counts['images']} images, {counts['persons']} persons, "

@@ -277,6 +277,35 @@ def test_cli_reports_bad_arguments_in_one_line(tmp_path, capsys):
     assert "--persons takes N or MIN-MAX" in capsys.readouterr().err
 
 
+
+def test_cli_refuses_an_existing_data_set_and_replaces_it_whole_with_overwrite(tmp_path, capsys):
+    out = tmp_path / "s"
+    args = ["synth", "--out", str(out), "--num-images", "4", "--seed", "1", "--workers", "1", "--size", "64"]
+    assert main(args) == 0
+    (out / "images" / "999999.jpg").write_bytes(b"an earlier data set's image")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main([*args[:-4], "--seed", "2", "--workers", "1"]) == 1
+    error = capsys.readouterr().err
+    assert "not empty" in error and "--overwrite" in error and error.count("\n") == 1
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # refused before any work
+    assert main([*args, "--overwrite"]) == 0
+    assert not (out / "images" / "999999.jpg").exists()  # replaced as a whole: nothing orphaned
+    assert sorted(p.name for p in (out / "images").iterdir()) == [f"{i:06d}.jpg" for i in range(1, 5)]
+    assert [p.name for p in tmp_path.iterdir()] == ["s"]  # no temporary folder left behind
+
+
+def test_an_interrupted_synth_leaves_no_partial_data_set(tmp_path, monkeypatch):
+    from locllm.data.synth import generate
+
+    def fail(job):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate, "_render_image", fail)
+    with pytest.raises(KeyboardInterrupt):
+        generate_synthpose(tmp_path / "s", 4, seed=0, workers=1)
+    assert list(tmp_path.iterdir()) == []
+
 # ---------------------------------------------------------------------------------------------------------
 # Drawing (locllm.viz)
 # ---------------------------------------------------------------------------------------------------------

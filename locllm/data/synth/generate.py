@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ def generate_synthpose(
     workers: int | None = None,
     contact_sheet: str | Path | None = None,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> dict:
     """Render ``num_images`` scenes and write them in one annotation format (see :mod:`.writers`).
 
@@ -68,6 +70,10 @@ def generate_synthpose(
             ``if __name__ == "__main__":`` guard.
         contact_sheet: if given, a PNG grid of the first 16 images with their annotations drawn.
         progress: show a progress bar.
+        overwrite: replace a non-empty ``out_dir`` (and an existing ``contact_sheet``) as a whole; without it
+            they are refused before any work. The data set is written into a temporary sibling folder and
+            renamed into place when complete, so an interrupted run leaves no partial data set and a
+            replaced one leaves no orphaned files.
 
     Returns:
         A summary: the arguments, ``splits`` ``{"train" | "val": {"images", "persons",
@@ -94,8 +100,53 @@ def generate_synthpose(
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    image_dir = out_dir / "images"
-    image_dir.mkdir(parents=True, exist_ok=True)
+    _check_targets(out_dir, contact_sheet, overwrite)
+    target = out_dir.resolve()  # a name to put the temporary sibling next to, also for "."
+    staging = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    try:
+        summary, results = _write_data_set(staging, out_dir, writer, num_images, seed, size, persons, fmt,
+                                           val_fraction, difficulty, workers, progress)
+        _move_into_place(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if contact_sheet is not None:
+        summary["contact_sheet"] = str(_write_contact_sheet(Path(contact_sheet), out_dir / "images", writer,
+                                                            results[:16]))
+    summary["seconds"] = round(time.perf_counter() - start, 2)
+    return summary
+
+
+def _check_targets(out_dir: Path, contact_sheet: str | Path | None, overwrite: bool) -> None:
+    """Refuse, before any work, a target that would be overwritten without ``overwrite`` or cannot be written."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"the SynthPose output {out_dir} is a file, not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"the SynthPose output folder {out_dir} is not empty (an earlier data set?): choose "
+                              "another one, or replace it as a whole with --overwrite")
+    if contact_sheet is not None and Path(contact_sheet).exists() and not overwrite:
+        raise FileExistsError(f"the contact sheet {contact_sheet} exists: choose another path, or --overwrite")
+    parent = out_dir.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(parent, os.W_OK):
+        raise PermissionError(f"cannot write the data set: {parent} is not writable")
+
+
+def _move_into_place(staging: Path, out_dir: Path) -> None:
+    """Rename the complete data set to ``out_dir``; an earlier one there is removed only after that."""
+    earlier = out_dir.with_name(f".{out_dir.name}.replaced-{os.getpid()}")
+    if out_dir.exists():
+        out_dir.rename(earlier)
+    staging.rename(out_dir)
+    shutil.rmtree(earlier, ignore_errors=True)
+
+
+def _write_data_set(folder: Path, out_dir: Path, writer, num_images: int, seed: int, size: int,
+                    persons: tuple[int, int], fmt: str, val_fraction: float, difficulty: str, workers: int,
+                    progress: bool) -> tuple[dict, list]:
+    """Render and write the data set into ``folder``: its summary (naming the files as they will be in
+    ``out_dir``) and each image's (file name, annotation record, counts)."""
+    image_dir = folder / "images"
+    image_dir.mkdir(parents=True)
     seeds = np.random.SeedSequence(seed).spawn(num_images)
     jobs = [_Job(i + 1, seeds[i], size, persons, difficulty, fmt, image_dir) for i in range(num_images)]
     results = _run(jobs, workers, progress)
@@ -106,20 +157,19 @@ def generate_synthpose(
                "splits": {}}
     info = {"description": "SynthPose: rendered figures with exact keypoints, written by `locllm synth`",
             "seed": seed, "size": size, "persons": list(persons), "difficulty": difficulty}
+    self_check = {}
     for split, chosen in zip(SPLITS, (results[:num_train], results[num_train:]), strict=True):
-        path = writer.annotation_path(out_dir, split)
+        path = writer.annotation_path(folder, split)
         writer.write(path, [record for _, record, _ in chosen], {**info, "split": split})
+        if fmt == "coco":
+            self_check[split] = coco_self_check(path)
         counts = np.array([stats for _, _, stats in chosen], dtype=np.int64).reshape(-1, 3).sum(0)
         summary["splits"][split] = {"images": len(chosen), "persons": int(counts[0]),
                                     "labelled_keypoints": int(counts[1]), "visible_keypoints": int(counts[2]),
-                                    "annotation_file": str(path)}
-    if fmt == "coco":
-        summary["self_check_ap"] = {split: coco_self_check(summary["splits"][split]["annotation_file"])
-                                    for split in SPLITS}
-    if contact_sheet is not None:
-        summary["contact_sheet"] = str(_write_contact_sheet(Path(contact_sheet), image_dir, writer, results[:16]))
-    summary["seconds"] = round(time.perf_counter() - start, 2)
-    return summary
+                                    "annotation_file": str(writer.annotation_path(out_dir, split))}
+    if self_check:
+        summary["self_check_ap"] = self_check
+    return summary, results
 
 
 def _run(jobs: list[_Job], workers: int, progress: bool) -> list[tuple[str, dict, tuple[int, int, int]]]:
