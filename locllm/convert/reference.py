@@ -40,9 +40,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 from ..keypoints import load_reference_constants
 from ..models import CLIP_MEAN, CLIP_STD, LocLLMConfig, LocLLMForKeypointLocalization
-from ..models.modeling_locllm import BASE_WEIGHTS
-from ..models.vision import build_vision_tower, convert_reference_dinov2_state_dict, reference_dinov2_config
+from ..models.modeling_base import BASE_WEIGHTS
+from ..models.vision import build_vision_tower
 from ..prompts import PromptStyle
+from .dinov2 import convert_reference_dinov2_state_dict, reference_dinov2_config
 
 IMAGE_TOKEN = "<im_patch>"  # the reference's DEFAULT_IMAGE_PATCH_TOKEN
 DESCRIPTIONS_FILE = "descriptions.json"
