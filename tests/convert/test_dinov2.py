@@ -55,3 +55,8 @@ def test_reference_dinov2_file_loads_with_identical_outputs(tmp_path):
         torch.testing.assert_close(loaded(pixel_values=pixels).last_hidden_state,
                                    direct(pixel_values=pixels).last_hidden_state)
     assert set(convert_reference_dinov2_state_dict(ref_state)) == set(direct.state_dict())
+    # Hugging Face loading keywords mean what they mean to Dinov2Model.from_pretrained.
+    cast = load_reference_dinov2(tmp_path / "dinov2_tiny.pth", num_attention_heads=2, dtype=torch.bfloat16,
+                                 device_map="cpu", attn_implementation="eager")
+    assert cast.config._attn_implementation == "eager"
+    assert {p.dtype for p in cast.parameters()} == {torch.bfloat16}

@@ -117,3 +117,18 @@ def test_clip_baseline_merged_export_matches(clip_checkpoint, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(merged(**inputs).heatmaps, model(**inputs).heatmaps)
     assert (Path(clip_checkpoint) / TRAINED_WEIGHTS).is_file()
+
+
+def test_keywords_reach_a_base_loaded_from_its_folder(tmp_path):
+    from transformers import LlamaForCausalLM
+
+    config = locllm_config("tiny", vocab_size=100)
+    LlamaForCausalLM(config.text_config).save_pretrained(tmp_path / "llm")
+    config.text_model_name_or_path = str(tmp_path / "llm")
+    LocLLMForKeypointLocalization.from_bases(config).save_pretrained(tmp_path / "ckpt")
+    model = LocLLMForKeypointLocalization.from_pretrained(tmp_path / "ckpt", dtype=torch.bfloat16, device_map="cpu",
+                                                          attn_implementation="eager")
+    assert model.language_model.config._attn_implementation == "eager"
+    assert model.language_model.model.norm.weight.dtype == torch.bfloat16
+    assert model.projector.weight.dtype == torch.float32
+    assert "attn_implementation" not in (tmp_path / "ckpt" / "config.json").read_text()
