@@ -86,16 +86,22 @@ def reference_dinov2_config(state_dict: dict[str, torch.Tensor], patch_size: int
     )
 
 
+def read_reference_dinov2(path: str | Path) -> dict[str, torch.Tensor]:
+    """A reference DINOv2 ``.pth`` (loaded with ``weights_only=True``) without LoRA keys (a fine-tuned
+    tower's file may have them)."""
+    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: v for k, v in state_dict.items() if "lora_" not in k}
+
+
 def load_reference_dinov2(path: str | Path, num_attention_heads: int | None = None, dtype: torch.dtype | None = None,
                           device_map: str | torch.device | None = None,
                           attn_implementation: str | None = None) -> nn.Module:
-    """A reference ``dinov2_vit*_pretrain.pth`` (loaded with ``weights_only=True``) as a Dinov2Model.
+    """A reference ``dinov2_vit*_pretrain.pth`` as a Dinov2Model.
 
     ``dtype``, ``device_map`` (one device) and ``attn_implementation`` mean what they mean to
     ``Dinov2Model.from_pretrained``.
     """
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    state_dict = {k: v for k, v in state_dict.items() if "lora_" not in k}
+    state_dict = read_reference_dinov2(path)
     config = reference_dinov2_config(state_dict)
     if num_attention_heads is not None:
         config.num_attention_heads = num_attention_heads
