@@ -39,8 +39,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 from ..keypoints import load_reference_constants
-from ..models import CLIP_MEAN, CLIP_STD, LocLLMConfig, LocLLMForKeypointLocalization
-from ..models.modeling_base import BASE_WEIGHTS
+from ..models import BASE_WEIGHTS, CLIP_MEAN, CLIP_STD, LocLLMConfig, LocLLMForKeypointLocalization
 from ..models.vision import build_vision_tower
 from ..prompts import PromptStyle
 from .dinov2 import convert_reference_dinov2_state_dict, read_reference_dinov2, reference_dinov2_config
