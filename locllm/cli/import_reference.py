@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from ..convert import import_reference_checkpoint
+from ..convert.reference import import_reference_checkpoint
 from .common import add_json_argument, write_json
 
 

@@ -1,5 +1,2 @@
-"""Converters from other codebases' checkpoints to ours."""
-
-from .reference import ImportReport, import_reference_checkpoint
-
-__all__ = ["ImportReport", "import_reference_checkpoint"]
+"""Converters from other codebases' checkpoints to ours: ``reference`` (the LocLLM release), ``dinov2``
+(the reference DINOv2 towers)."""

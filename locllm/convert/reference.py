@@ -39,10 +39,10 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 from ..keypoints import load_reference_constants
-from ..models import CLIP_MEAN, CLIP_STD, LocLLMConfig, LocLLMForKeypointLocalization
-from ..models.modeling_locllm import BASE_WEIGHTS
-from ..models.vision import build_vision_tower, convert_reference_dinov2_state_dict, reference_dinov2_config
+from ..models import BASE_WEIGHTS, CLIP_MEAN, CLIP_STD, LocLLMConfig, LocLLMForKeypointLocalization
+from ..models.vision import build_vision_tower
 from ..prompts import PromptStyle
+from .dinov2 import convert_reference_dinov2_state_dict, read_reference_dinov2, reference_dinov2_config
 
 IMAGE_TOKEN = "<im_patch>"  # the reference's DEFAULT_IMAGE_PATCH_TOKEN
 DESCRIPTIONS_FILE = "descriptions.json"
@@ -170,12 +170,6 @@ def split_reference_state_dict(state: dict[str, torch.Tensor]) -> ReferenceTenso
         else:
             out.unused.append(key)
     return out
-
-
-def _vision_file_state(path: Path) -> dict[str, torch.Tensor]:
-    """A reference DINOv2 ``.pth`` without LoRA keys (a fine-tuned tower's file may have them)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return {k: v for k, v in state.items() if "lora_" not in k}
 
 
 def _differing(ours: dict[str, torch.Tensor], theirs, names) -> list[str]:
@@ -416,7 +410,7 @@ def import_reference_checkpoint(
     layer_scales = "from the checkpoint (no DINOv2 file found)"
     file_state = None
     if dino_file is not None:
-        file_state = _vision_file_state(dino_file)
+        file_state = read_reference_dinov2(dino_file)
         layer_scales = _layer_scales_from_file(tensors.vision_base, file_state, dino_file)
     config = locllm_config_from_reference(ref, tensors.vision_base, vision_heads, coordinate_ndim)
     model, num_mapped = _build_model(config, tensors, allow_unused)

@@ -31,25 +31,21 @@ Example:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-from peft import LoraConfig, inject_adapter_in_model
-from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
-from transformers import AutoConfig, CLIPConfig, CLIPModel, PretrainedConfig, PreTrainedModel
+from transformers import CLIPConfig, CLIPModel, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 from transformers.utils import ModelOutput
 
 from ..keypoints import Keypoint
 from .configuration_locllm import CLIP_MEAN, CLIP_STD
 from .heatmap import HeatmapCodec
-from .modeling_locllm import BASE_WEIGHTS, TRAINED_WEIGHTS, read_checkpoint_config, read_checkpoint_tensors
+from .modeling_base import BaseSpec, PreTrainedModelOnBases
 from .processing_locllm import LocLLMImageProcessor
 
 MODEL_TYPE = "locllm_clip_baseline"
@@ -136,8 +132,6 @@ class CLIPBaselineConfig(PretrainedConfig):
         """What the text tower reads for ``keypoint``."""
         return self.text_template.format(name=keypoint.name, description=keypoint.description)
 
-
-AutoConfig.register(MODEL_TYPE, CLIPBaselineConfig, exist_ok=True)
 
 SIZES = {
     # name: (vision hidden, layers, heads, patch, image size, text hidden, layers, heads, text positions,
@@ -232,10 +226,14 @@ class HeatmapHead(nn.Module):
         return self.layers(features)
 
 
-class CLIPBaselinePreTrainedModel(PreTrainedModel):
+class CLIPBaselinePreTrainedModel(PreTrainedModelOnBases):
     config_class = CLIPBaselineConfig
     base_model_prefix = "clip_baseline"
     main_input_name = "pixel_values"
+    bases = (BaseSpec("clip", "clip_model_name_or_path", "clip_config", CLIPModel.from_pretrained),)
+    own_modules = ("head",)
+    trained_whole_when = {"train_vision_base": ("clip.vision_model.", "clip.visual_projection."),
+                          "train_text_base": ("clip.text_model.", "clip.text_projection.")}
 
     def _init_weights(self, module):
         # The CLIP towers come initialized (or pretrained) and the head initializes itself.
@@ -245,53 +243,19 @@ class CLIPBaselinePreTrainedModel(PreTrainedModel):
 class CLIPBaselineForKeypointHeatmaps(CLIPBaselinePreTrainedModel):
     """CLIP towers + keypoint-agnostic heatmap head. See the module docstring for the data flow."""
 
-    def __init__(self, config: CLIPBaselineConfig, clip_model: CLIPModel | None = None):
+    def __init__(self, config: CLIPBaselineConfig, clip: CLIPModel | None = None):
         super().__init__(config)
-        self.clip = clip_model if clip_model is not None else CLIPModel(config.clip_config)
+        config.check_geometry()  # again: a pretrained CLIP (``from_bases``) brings its own patch size
+        self.clip = clip if clip is not None else CLIPModel(config.clip_config)
         self.head = HeatmapHead(config.clip_config.projection_dim, config.head_channels, config.num_deconv_layers)
         self.post_init()
-        self._set_trainable()
+        self.freeze_bases_and_add_lora()
 
-    # ---------------------------------------------------------------- construction
+    # ---------------------------------------------------------------- what trains
 
-    @classmethod
-    def from_bases(cls, config: CLIPBaselineConfig, dtype: torch.dtype | None = None) -> CLIPBaselineForKeypointHeatmaps:
-        """A fresh model (head random, LoRA B = 0) on the CLIP weights the config names, if any."""
-        clip = None
-        if config.clip_model_name_or_path:
-            clip = CLIPModel.from_pretrained(config.clip_model_name_or_path, dtype=dtype)
-            config.clip_config = clip.config
-            config.check_geometry()
-        return cls(config, clip_model=clip)
-
-    def _set_trainable(self) -> None:
-        self.clip.requires_grad_(False)
-        patterns = []
-        for enabled, tower in ((self.config.lora_vision, "vision_model"), (self.config.lora_text, "text_model")):
-            if enabled:
-                patterns += [rf"clip\.{tower}\..*{re.escape(target)}" for target in LORA_TARGETS]
-        if patterns:
-            lora = LoraConfig(r=self.config.lora_r, lora_alpha=self.config.lora_alpha,
-                              lora_dropout=self.config.lora_dropout,
-                              target_modules="|".join(f"(?:{p})" for p in patterns))
-            inject_adapter_in_model(lora, self)  # B starts at zero: the towers start as they were
-        trained_prefixes = ["head."]
-        if self.config.train_vision_base:
-            trained_prefixes += ["clip.vision_model.", "clip.visual_projection."]
-        if self.config.train_text_base:
-            trained_prefixes += ["clip.text_model.", "clip.text_projection."]
-        for name, param in self.named_parameters():
-            param.requires_grad = name.startswith(tuple(trained_prefixes)) or "lora_" in name
-        self._keep_trainable_fp32()
-
-    def _keep_trainable_fp32(self) -> None:
-        """Frozen towers may be bf16; what trains stays fp32 so small updates are not rounded away."""
-        for param in self.parameters():
-            if param.requires_grad and param.dtype != torch.float32:
-                param.data = param.data.float()
-
-    def trainable_parameter_count(self) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+    def lora_targets(self) -> dict[str, tuple[str, ...]]:
+        return {tower: LORA_TARGETS for enabled, tower in ((self.config.lora_vision, "clip.vision_model"),
+                                                           (self.config.lora_text, "clip.text_model")) if enabled}
 
     # ---------------------------------------------------------------- forward
 
@@ -374,51 +338,6 @@ class CLIPBaselineForKeypointHeatmaps(CLIPBaselinePreTrainedModel):
             divisor = target_weights.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
             loss = (per_query * target_weights.float()).sum() / divisor
         return CLIPBaselineOutput(loss=loss, heatmaps=heatmaps)
-
-    # ---------------------------------------------------------------- checkpoints
-
-    def trained_state_dict(self) -> dict[str, torch.Tensor]:
-        """What training changes: trainable parameters and the head's batch-norm statistics."""
-        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
-        return {n: t.detach() for n, t in self.state_dict().items() if n in trainable or n.startswith("head.")}
-
-    def save_pretrained(self, save_directory: str | Path, **_) -> None:
-        """Write ``config.json``, the trained weights, and the CLIP weights no path can restore."""
-        out = Path(save_directory)
-        out.mkdir(parents=True, exist_ok=True)
-        self.config.save_pretrained(out)
-        trained = {k: v.contiguous() for k, v in self.trained_state_dict().items()}
-        save_file(trained, out / TRAINED_WEIGHTS)
-        if self.config.clip_model_name_or_path is None:
-            base = {k: v.contiguous() for k, v in self.state_dict().items() if k not in trained and "lora_" not in k}
-            save_file(base, out / BASE_WEIGHTS)
-
-    @classmethod
-    def from_pretrained(cls, checkpoint: str | Path, dtype: torch.dtype | None = None,
-                        device: str | torch.device | None = None, **_) -> CLIPBaselineForKeypointHeatmaps:
-        """Rebuild the model from its CLIP weights and load the checkpoint's (safetensors only)."""
-        folder = Path(checkpoint)
-        config = read_checkpoint_config(folder, CLIPBaselineConfig)
-        model = cls.from_bases(config, dtype=dtype)
-        state = read_checkpoint_tensors(folder)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        trained = model.trained_state_dict()
-        restorable = config.clip_model_name_or_path is not None
-        missing = [k for k in missing if k in trained or not (restorable and k.startswith("clip."))]
-        if unexpected or missing:
-            raise KeyError(f"{folder}: checkpoint does not match the model: unexpected {unexpected[:5]}, "
-                           f"missing {missing[:5]}")
-        model._keep_trainable_fp32()
-        if dtype is not None:
-            model.to_base_dtype(dtype)
-        return model.to(device) if device is not None else model
-
-    def to_base_dtype(self, dtype: torch.dtype) -> CLIPBaselineForKeypointHeatmaps:
-        """Cast the frozen towers to ``dtype`` (e.g. bf16 on a GPU); trained weights stay fp32."""
-        for param in self.clip.parameters():
-            if not param.requires_grad:
-                param.data = param.data.to(dtype)
-        return self
 
 
 class CLIPBaselineCollator:

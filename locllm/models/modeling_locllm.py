@@ -12,42 +12,14 @@ cannot be found elsewhere (a tiny or demo model's own bases).
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import torch
-from peft import LoraConfig, inject_adapter_in_model
-from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModelForCausalLM, GenerationMixin, PretrainedConfig, PreTrainedModel
+from transformers import AutoModelForCausalLM, GenerationMixin
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration_locllm import LocLLMConfig
+from .modeling_base import BaseSpec, PreTrainedModelOnBases
 from .vision import build_vision_tower, load_vision_tower, patch_features, resample_position_grid
-
-TRAINED_WEIGHTS = "trained.safetensors"
-BASE_WEIGHTS = "base.safetensors"
-
-
-def read_checkpoint_config(folder: str | Path, config_class: type[PretrainedConfig]) -> PretrainedConfig:
-    """A checkpoint folder's ``config.json``, checked to be of ``config_class``'s model type."""
-    folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder} is not a {config_class.model_type} checkpoint (no config.json)")
-    config = config_class.from_pretrained(folder)
-    if config.model_type != config_class.model_type:
-        raise ValueError(f"{folder}: config model_type is {config.model_type!r}, expected {config_class.model_type!r}")
-    return config
-
-
-def read_checkpoint_tensors(folder: str | Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a checkpoint folder (safetensors only): its base weights, where written, and its
-    trained ones; empty when it holds neither file."""
-    state = {}
-    for name in (BASE_WEIGHTS, TRAINED_WEIGHTS):
-        if (Path(folder) / name).is_file():
-            state.update(load_file(Path(folder) / name))
-    return state
 
 
 def build_projector(projector_type: str, vision_dim: int, text_dim: int) -> nn.Module:
@@ -58,12 +30,20 @@ def build_projector(projector_type: str, vision_dim: int, text_dim: int) -> nn.M
     raise ValueError(f"unknown projector type {projector_type!r}")
 
 
-class LocLLMPreTrainedModel(PreTrainedModel):
+class LocLLMPreTrainedModel(PreTrainedModelOnBases):
     config_class = LocLLMConfig
     base_model_prefix = "locllm"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_flash_attn = True
+    # Hugging Face's Dinov2 has a mask token (for masked pre-training) that reference towers lack.
+    _keys_to_ignore_on_load_missing = [r"mask_token$"]
+    bases = (
+        BaseSpec("vision_tower", "vision_model_name_or_path", "vision_config", load_vision_tower),
+        BaseSpec("language_model", "text_model_name_or_path", "text_config", AutoModelForCausalLM.from_pretrained),
+    )
+    own_modules = ("projector",)
+    trained_whole_when = {"train_vision_base": ("vision_tower.",), "train_text_base": ("language_model.",)}
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear) and module.weight.device.type != "meta":
@@ -95,56 +75,17 @@ class LocLLMForKeypointLocalization(LocLLMPreTrainedModel, GenerationMixin):
             language_model if language_model is not None else AutoModelForCausalLM.from_config(config.text_config)
         )
         self.post_init()
-        self._add_lora()
+        self.freeze_bases_and_add_lora()
 
-    # ---------------------------------------------------------------- construction
+    # ---------------------------------------------------------------- what trains
 
-    @classmethod
-    def from_bases(cls, config: LocLLMConfig, dtype: torch.dtype | None = None) -> LocLLMForKeypointLocalization:
-        """A fresh model (projector random, LoRA B = 0) on pretrained bases named in the config."""
-        vision = text = None
-        if config.vision_model_name_or_path:
-            vision = load_vision_tower(config.vision_model_name_or_path, dtype=dtype)
-            config.vision_config = vision.config
-        if config.text_model_name_or_path:
-            text = AutoModelForCausalLM.from_pretrained(config.text_model_name_or_path, dtype=dtype)
-            config.text_config = text.config
-        return cls(config, vision_tower=vision, language_model=text)
-
-    def _add_lora(self) -> None:
-        for part in (self.vision_tower, self.language_model):
-            part.requires_grad_(False)
-        patterns = []
+    def lora_targets(self) -> dict[str, tuple[str, ...]]:
+        targets = {}
         if self.config.lora_vision:
-            patterns += [rf"vision_tower\..*{re.escape(t)}" for t in self.config.resolved_vision_lora_targets()]
+            targets["vision_tower"] = self.config.resolved_vision_lora_targets()
         if self.config.lora_text:
-            patterns += [rf"language_model\..*{re.escape(t)}" for t in self.config.resolved_text_lora_targets()]
-        if patterns:
-            lora = LoraConfig(
-                r=self.config.lora_r,
-                lora_alpha=self.config.lora_alpha,
-                lora_dropout=self.config.lora_dropout,
-                target_modules="|".join(f"(?:{p})" for p in patterns),
-            )
-            inject_adapter_in_model(lora, self)
-            # peft's default init makes B zero, so the model starts as its bases.
-        trained_prefixes = ["projector."]
-        if self.config.train_vision_base:
-            trained_prefixes.append("vision_tower.")
-        if self.config.train_text_base:
-            trained_prefixes.append("language_model.")
-        for name, param in self.named_parameters():
-            param.requires_grad = name.startswith(tuple(trained_prefixes)) or "lora_" in name
-        self._keep_trainable_fp32()
-
-    def _keep_trainable_fp32(self) -> None:
-        """Frozen bases may be bf16; what trains stays fp32 so small updates are not rounded away."""
-        for param in self.parameters():
-            if param.requires_grad and param.dtype != torch.float32 and param.device.type != "meta":
-                param.data = param.data.float()
-
-    def trainable_parameter_count(self) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+            targets["language_model"] = self.config.resolved_text_lora_targets()
+        return targets
 
     # ---------------------------------------------------------------- forward
 
@@ -224,117 +165,6 @@ class LocLLMForKeypointLocalization(LocLLMPreTrainedModel, GenerationMixin):
             logits_to_keep=logits_to_keep,
             **kwargs,
         )
-
-    # ---------------------------------------------------------------- checkpoints
-
-    def trained_state_dict(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
-
-    def save_pretrained(self, save_directory: str | Path, merge: bool = False, **_) -> None:
-        """Write ``config.json`` and the trained weights (LoRA + projector) as safetensors.
-
-        Base weights are written too where the config names no path to load them from. With
-        ``merge=True`` LoRA is folded into the bases and the whole model is written standalone.
-        """
-        out = Path(save_directory)
-        out.mkdir(parents=True, exist_ok=True)
-        if merge:
-            return self._save_merged(out)
-        self.config.save_pretrained(out)
-        trained = {k: v.contiguous() for k, v in self.trained_state_dict().items()}
-        save_file(trained, out / TRAINED_WEIGHTS)
-        base = {}
-        for prefix, path in (("vision_tower.", self.config.vision_model_name_or_path),
-                             ("language_model.", self.config.text_model_name_or_path)):
-            if path is None:
-                base.update({k: v.contiguous() for k, v in self.state_dict().items()
-                             if k.startswith(prefix) and k not in trained and "lora_" not in k})
-        if base:
-            save_file(_untie(base), out / BASE_WEIGHTS)
-
-    def _save_merged(self, out: Path) -> None:
-        from peft.tuners.lora import LoraLayer
-
-        merged = self.__class__(self.config.__class__.from_dict(self.config.to_dict()))
-        merged.load_state_dict(self.state_dict())
-        for module in merged.modules():
-            if isinstance(module, LoraLayer):
-                module.merge()
-        state = {}
-        for key, value in merged.state_dict().items():
-            if "lora_" in key:
-                continue
-            state[key.replace(".base_layer.", ".")] = value.contiguous()
-        config = merged.config
-        config.vision_model_name_or_path = config.text_model_name_or_path = None
-        config.lora_vision = config.lora_text = False
-        config.save_pretrained(out)
-        save_file(_untie(state), out / BASE_WEIGHTS)
-
-    @classmethod
-    def from_pretrained(cls, checkpoint: str | Path, dtype: torch.dtype | None = None,
-                        device: str | torch.device | None = None, **_) -> LocLLMForKeypointLocalization:
-        """Rebuild the model from its bases and load the checkpoint's weights (safetensors only)."""
-        folder = Path(checkpoint)
-        config = read_checkpoint_config(folder, LocLLMConfig)
-        model = cls.from_bases(config, dtype=dtype)
-        state = read_checkpoint_tensors(folder)
-        missing, unexpected = model.load_state_dict(_retie(state, model), strict=False)
-        trained_missing = [k for k in missing if k in model.trained_state_dict()]
-        base_missing = [k for k in missing if k not in model.trained_state_dict() and _needs_file(k, config)]
-        if unexpected or trained_missing or base_missing:
-            raise KeyError(
-                f"{folder}: checkpoint does not match the model: unexpected {unexpected[:5]}, "
-                f"missing trained {trained_missing[:5]}, missing base {base_missing[:5]}"
-            )
-        model._keep_trainable_fp32()
-        if dtype is not None:
-            model.to_base_dtype(dtype)
-        return model.to(device) if device is not None else model
-
-    def to_base_dtype(self, dtype: torch.dtype) -> LocLLMForKeypointLocalization:
-        """Cast the frozen bases to ``dtype`` (e.g. bf16 on a GPU); trained weights stay fp32."""
-        for param in self.parameters():
-            if not param.requires_grad:
-                param.data = param.data.to(dtype)
-        return self
-
-
-def _needs_file(key: str, config: LocLLMConfig) -> bool:
-    if "lora_" in key or key.endswith("mask_token"):
-        return False
-    if key.startswith("vision_tower."):
-        return config.vision_model_name_or_path is None
-    if key.startswith("language_model."):
-        return config.text_model_name_or_path is None
-    return True
-
-
-def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors refuses tensors that share memory (tied embeddings): keep one copy of each."""
-    seen: dict[int, str] = {}
-    out = {}
-    for key, value in state.items():
-        ptr = value.data_ptr()
-        if ptr in seen:
-            continue
-        seen[ptr] = key
-        out[key] = value
-    return out
-
-
-def _retie(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """Fill the keys ``_untie`` dropped from the tensor they shared in the model."""
-    params = dict(model.state_dict())
-    by_ptr: dict[int, list[str]] = {}
-    for key, value in params.items():
-        by_ptr.setdefault(value.data_ptr(), []).append(key)
-    for keys in by_ptr.values():
-        present = [k for k in keys if k in state]
-        if present:
-            for k in keys:
-                state.setdefault(k, state[present[0]])
-    return state
 
 
 __all__ = ["LocLLMForKeypointLocalization", "LocLLMPreTrainedModel", "build_projector"]

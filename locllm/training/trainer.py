@@ -46,7 +46,7 @@ from ..data.datasets import (
 from ..keypoints import load_keypoint_table
 from ..models import LocLLMConfig, LocLLMForKeypointLocalization
 from ..models.clip_baseline import CLIPBaselineCollator, CLIPBaselineForKeypointHeatmaps, clip_baseline_config
-from ..models.modeling_locllm import TRAINED_WEIGHTS, read_checkpoint_tensors
+from ..models.modeling_base import TRAINED_WEIGHTS, read_checkpoint_tensors
 from ..models.processing_locllm import LocLLMImageProcessor
 from ..models.tiny import locllm_config
 from ..prompts import (

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from locllm.cli import main
-from locllm.convert import import_reference_checkpoint
+from locllm.convert.reference import import_reference_checkpoint
 from locllm.models import LocLLMForKeypointLocalization
 
 PATCH = 14

@@ -22,7 +22,7 @@ from locllm.models.clip_baseline import (
     tokenize_keypoint_texts,
 )
 from locllm.models.heatmap import HeatmapCodec
-from locllm.models.modeling_locllm import BASE_WEIGHTS, TRAINED_WEIGHTS
+from locllm.models.modeling_base import BASE_WEIGHTS, TRAINED_WEIGHTS
 from locllm.prompts import build_char_tokenizer
 from locllm.training import checkpoint as ckpt
 from locllm.training import trainer

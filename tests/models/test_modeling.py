@@ -3,7 +3,6 @@ import torch
 
 from locllm.models import LocLLMForKeypointLocalization
 from locllm.models.tiny import locllm_config
-from locllm.models.vision import convert_reference_dinov2_state_dict, load_reference_dinov2
 
 
 def _tiny(**overrides):
@@ -133,58 +132,6 @@ def test_paper_size_trainable_parameters_on_meta_device():
     # The paper's "8.7M" is this count in units of 2**20 (9,179,136 / 1,048,576 = 8.75).
     assert abs(model.trainable_parameter_count() / 2**20 - 8.75) < 0.01
     assert model.config.num_image_tokens == 256
-
-
-def _reference_dinov2_state_dict(hf_state):
-    """Write a Dinov2Model state dict back in the reference's (timm-style, fused qkv) names."""
-    ref = {}
-    for key, value in hf_state.items():
-        if key.startswith("encoder.layer."):
-            parts = key.split(".")
-            layer, rest = parts[2], ".".join(parts[3:])
-            if rest.startswith("attention.k_proj") or rest.startswith("attention.v_proj"):
-                continue
-            if rest.startswith("attention.q_proj"):
-                kind = rest.rsplit(".", 1)[1]
-                ref[f"blocks.{layer}.attn.qkv.{kind}"] = torch.cat(
-                    [hf_state[f"encoder.layer.{layer}.attention.{p}.{kind}"] for p in ("q_proj", "k_proj", "v_proj")]
-                )
-                continue
-            table = {"attention.o_proj": "attn.proj", "layer_scale1.lambda1": "ls1.gamma",
-                     "layer_scale2.lambda1": "ls2.gamma"}
-            for ours, theirs in table.items():
-                if rest.startswith(ours):
-                    rest = theirs + rest[len(ours):]
-            ref[f"blocks.{layer}.{rest}"] = value
-        else:
-            table = {"embeddings.cls_token": "cls_token", "embeddings.mask_token": "mask_token",
-                     "embeddings.position_embeddings": "pos_embed",
-                     "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
-                     "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
-                     "layernorm.weight": "norm.weight", "layernorm.bias": "norm.bias"}
-            ref[table[key]] = value
-    return ref
-
-
-def test_reference_dinov2_file_loads_with_identical_outputs(tmp_path):
-    from transformers import Dinov2Config, Dinov2Model
-
-    torch.manual_seed(0)
-    config = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, patch_size=14,
-                          image_size=56, layer_norm_eps=1e-6)
-    direct = Dinov2Model(config).eval()
-    with torch.no_grad():
-        for p in direct.parameters():
-            p.normal_(std=0.2)
-    ref_state = _reference_dinov2_state_dict(direct.state_dict())
-    assert "blocks.0.attn.qkv.weight" in ref_state and ref_state["blocks.0.attn.qkv.weight"].shape == (96, 32)
-    torch.save(ref_state, tmp_path / "dinov2_tiny.pth")
-    loaded = load_reference_dinov2(tmp_path / "dinov2_tiny.pth", num_attention_heads=2).eval()
-    pixels = torch.randn(2, 3, 56, 56)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(pixel_values=pixels).last_hidden_state,
-                                   direct(pixel_values=pixels).last_hidden_state)
-    assert set(convert_reference_dinov2_state_dict(ref_state)) == set(direct.state_dict())
 
 
 @pytest.mark.parametrize("tower", ["clip", "siglip"])

@@ -1,0 +1,304 @@
+"""What every model of ours shares: frozen pretrained bases, LoRA on some of their layers, modules of
+its own that train whole, and a two-file checkpoint. In the spirit of LLaVA's ``LlavaMetaModel``: the
+subclass says which modules are bases and where they load from, which layers get LoRA and what else
+trains; this class does the freezing, the fp32 trained weights, the dtype cast, save and load.
+
+A checkpoint folder holds::
+
+    config.json           the model's config
+    trained.safetensors   what training changes (LoRA, the model's own modules, any base trained whole)
+    base.safetensors      the frozen base weights that no path in the config restores (tiny and demo
+                          models' own bases); absent when every base is named by a path
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+
+TRAINED_WEIGHTS = "trained.safetensors"
+BASE_WEIGHTS = "base.safetensors"
+
+# Keywords the Auto classes add to every from_pretrained call; accepted when they ask for nothing
+# (a checkpoint is a local folder: no revision to pick, no adapter to stack, no remote code to run).
+_AUTO_CLASS_KWARGS = ("_from_auto", "adapter_kwargs", "revision", "trust_remote_code")
+
+
+def read_checkpoint_config(folder: str | Path, config_class: type[PretrainedConfig]) -> PretrainedConfig:
+    """A checkpoint folder's ``config.json``, checked to be of ``config_class``'s model type."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} is not a {config_class.model_type} checkpoint (no config.json)")
+    config = config_class.from_pretrained(folder)
+    if config.model_type != config_class.model_type:
+        raise ValueError(f"{folder}: config model_type is {config.model_type!r}, expected {config_class.model_type!r}")
+    return config
+
+
+def read_checkpoint_tensors(folder: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint folder (safetensors only): its base weights, where written, and its
+    trained ones; empty when it holds neither file."""
+    state = {}
+    for name in (BASE_WEIGHTS, TRAINED_WEIGHTS):
+        if (Path(folder) / name).is_file():
+            state.update(load_file(Path(folder) / name))
+    return state
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    """One pretrained base of a model: the attribute holding it, the config fields naming its weights and
+    its config, and how to load it from that path (called with HF keywords: dtype, device_map, ...)."""
+
+    attribute: str
+    path_field: str
+    config_field: str
+    load: Callable[..., nn.Module]
+
+
+class PreTrainedModelOnBases(PreTrainedModel):
+    """A PreTrainedModel made of frozen bases plus modules of its own; see the module docstring.
+
+    A subclass sets ``bases`` (its :class:`BaseSpec` list), ``own_modules`` (attributes that always
+    train and are saved whole, buffers included) and ``trained_whole_when`` (config flag -> name prefixes
+    of base modules that train whole, not through LoRA, when the flag is set), implements
+    ``lora_targets``, and calls ``self.freeze_bases_and_add_lora()`` at the end of ``__init__``.
+    """
+
+    bases: tuple[BaseSpec, ...] = ()
+    own_modules: tuple[str, ...] = ()
+    trained_whole_when: dict[str, tuple[str, ...]] = {}
+
+    # ---------------------------------------------------------------- what trains
+
+    def lora_targets(self) -> dict[str, tuple[str, ...]]:
+        """Module -> suffixes of the layer names inside it that get LoRA (e.g. a tower's q/v projections)."""
+        raise NotImplementedError
+
+    def freeze_bases_and_add_lora(self) -> None:
+        """Freeze the bases, put LoRA on the targets (B = 0: the model starts as its bases) and mark
+        what trains: LoRA, the model's own modules and any base the config trains whole."""
+        for spec in self.bases:
+            getattr(self, spec.attribute).requires_grad_(False)
+        patterns = [rf"{re.escape(module)}\..*{re.escape(suffix)}"
+                    for module, suffixes in self.lora_targets().items() for suffix in suffixes]
+        if patterns:
+            lora = LoraConfig(r=self.config.lora_r, lora_alpha=self.config.lora_alpha,
+                              lora_dropout=self.config.lora_dropout,
+                              target_modules="|".join(f"(?:{p})" for p in patterns))
+            inject_adapter_in_model(lora, self)
+        trained = tuple(f"{name}." for name in self.own_modules)
+        for flag, prefixes in self.trained_whole_when.items():
+            trained += prefixes if getattr(self.config, flag) else ()
+        for name, param in self.named_parameters():
+            param.requires_grad = name.startswith(trained) or "lora_" in name
+        self._keep_trainable_fp32()
+
+    def _keep_trainable_fp32(self) -> None:
+        """Frozen bases may be bf16; what trains stays fp32 so small updates are not rounded away."""
+        for param in self.parameters():
+            if param.requires_grad and param.dtype != torch.float32 and param.device.type != "meta":
+                param.data = param.data.float()
+
+    def trainable_parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        """What training changes: trainable parameters, and the own modules' buffers (batch-norm statistics)."""
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        own = tuple(f"{name}." for name in self.own_modules)
+        return {n: t.detach() for n, t in self.state_dict().items() if n in trainable or n.startswith(own)}
+
+    def to_base_dtype(self, dtype: torch.dtype) -> PreTrainedModelOnBases:
+        """Cast the frozen bases to ``dtype`` (e.g. bf16 on a GPU); trained weights stay fp32."""
+        for param in self.parameters():
+            if not param.requires_grad:
+                param.data = param.data.to(dtype)
+        return self
+
+    # ---------------------------------------------------------------- construction
+
+    def base_paths(self) -> dict[str, str | None]:
+        """Name prefix of each base -> the path its weights load from (``None``: stored in the checkpoint)."""
+        return {f"{spec.attribute}.": getattr(self.config, spec.path_field) for spec in self.bases}
+
+    @classmethod
+    def from_bases(cls, config: PretrainedConfig, **base_kwargs):
+        """A fresh model (own modules random, LoRA B = 0) on the pretrained bases the config names.
+
+        ``base_kwargs`` (``dtype``, ``device_map``, ``attn_implementation``) go to each base's loader; the
+        config takes each loaded base's config.
+        """
+        loaded = {}
+        for spec in cls.bases:
+            path = getattr(config, spec.path_field)
+            if path:
+                loaded[spec.attribute] = spec.load(path, **base_kwargs)
+                setattr(config, spec.config_field, loaded[spec.attribute].config)
+        return cls(config, **loaded)
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def save_pretrained(self, save_directory: str | Path, *, merge: bool = False, is_main_process: bool = True,
+                        safe_serialization: bool = True, **kwargs) -> None:
+        """Write ``config.json``, the trained weights, and the base weights no path in the config restores.
+
+        With ``merge=True`` LoRA is folded into the bases and the whole model is written standalone.
+        ``is_main_process=False`` writes nothing (the other processes of a distributed run). Weights are
+        always safetensors; other Hugging Face keywords (sharding, hub upload) are refused.
+        """
+        if kwargs:
+            raise TypeError(f"{type(self).__name__}.save_pretrained() does not support {', '.join(sorted(kwargs))}")
+        if not safe_serialization:
+            raise ValueError("checkpoints are written as safetensors only (safe_serialization=False is refused)")
+        if not is_main_process:
+            return
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        if merge:
+            return self._save_merged(out)
+        self.config.save_pretrained(out)
+        trained = {k: v.contiguous() for k, v in self.trained_state_dict().items()}
+        save_file(trained, out / TRAINED_WEIGHTS)
+        stored = tuple(prefix for prefix, path in self.base_paths().items() if path is None)
+        base = {k: v.contiguous() for k, v in self.state_dict().items()
+                if k.startswith(stored) and k not in trained and "lora_" not in k}
+        if base:
+            save_file(_untie(base), out / BASE_WEIGHTS)
+
+    def _save_merged(self, out: Path) -> None:
+        from peft.tuners.lora import LoraLayer
+
+        merged = self.__class__(self.config.__class__.from_dict(self.config.to_dict()))
+        merged.load_state_dict(self.state_dict())
+        for module in merged.modules():
+            if isinstance(module, LoraLayer):
+                module.merge()
+        state = {key.replace(".base_layer.", "."): value.contiguous()
+                 for key, value in merged.state_dict().items() if "lora_" not in key}
+        config = merged.config
+        for spec in self.bases:
+            setattr(config, spec.path_field, None)
+        config.lora_vision = config.lora_text = False
+        config.save_pretrained(out)
+        save_file(_untie(state), out / BASE_WEIGHTS)
+
+    @classmethod
+    def from_pretrained(cls, checkpoint: str | Path, *, config: PretrainedConfig | None = None,
+                        dtype: torch.dtype | str | None = None, device: str | torch.device | None = None,
+                        device_map: str | int | torch.device | None = None, attn_implementation: str | None = None,
+                        **kwargs):
+        """Rebuild the model from its bases and load the checkpoint's weights (safetensors only).
+
+        Args:
+            checkpoint: a checkpoint folder (see the module docstring).
+            config: use this config instead of the folder's ``config.json`` (as the Auto classes do).
+            dtype: of the frozen bases (a ``torch.dtype`` or its name, e.g. ``"bfloat16"``); trained
+                weights stay fp32.
+            device / device_map: the one device the model goes to (named bases are loaded there).
+            attn_implementation: ``"sdpa"``, ``"eager"``, ... for both bases.
+
+        Other keywords raise TypeError, except those the Auto classes add when they ask for nothing.
+        """
+        _check_auto_class_kwargs(cls, kwargs)
+        folder = Path(checkpoint)
+        if config is None:
+            config = read_checkpoint_config(folder, cls.config_class)
+        elif not isinstance(config, cls.config_class):
+            raise TypeError(f"config must be a {cls.config_class.__name__}, got {type(config).__name__}")
+        device = _one_device(device, device_map)
+        dtype = _torch_dtype(dtype)
+        base_kwargs = {"dtype": dtype}
+        if device is not None:
+            base_kwargs["device_map"] = device
+        if attn_implementation is not None:
+            base_kwargs["attn_implementation"] = attn_implementation
+            config._attn_implementation = attn_implementation  # reaches every sub-config, is not saved
+        model = cls.from_bases(config, **base_kwargs)
+        model._load_checkpoint_tensors(folder)
+        if dtype is not None:
+            model.to_base_dtype(dtype)
+        return model.to(device) if device is not None else model
+
+    def _load_checkpoint_tensors(self, folder: Path) -> None:
+        """Load the folder's weights; every trained weight and every base weight no path restores must be there."""
+        missing, unexpected = self.load_state_dict(_retie(read_checkpoint_tensors(folder), self), strict=False)
+        trained = self.trained_state_dict()
+        restored = tuple(prefix for prefix, path in self.base_paths().items() if path is not None)
+        ignored = [re.compile(p) for p in self._keys_to_ignore_on_load_missing or ()]
+        trained_missing = [k for k in missing if k in trained]
+        base_missing = [k for k in missing if k not in trained and not k.startswith(restored)
+                        and not any(p.search(k) for p in ignored)]
+        if unexpected or trained_missing or base_missing:
+            raise KeyError(
+                f"{folder}: checkpoint does not match the model: unexpected {unexpected[:5]}, "
+                f"missing trained {trained_missing[:5]}, missing base {base_missing[:5]}"
+            )
+        self._keep_trainable_fp32()
+
+
+def _check_auto_class_kwargs(cls: type, kwargs: dict) -> None:
+    unsupported = sorted(k for k in kwargs if k not in _AUTO_CLASS_KWARGS)
+    if unsupported:
+        raise TypeError(f"{cls.__name__}.from_pretrained() does not support {', '.join(unsupported)} "
+                        "(supported: config, dtype, device, device_map, attn_implementation)")
+    if kwargs.get("revision") is not None:
+        raise ValueError("a checkpoint is a local folder: revision must be None")
+    if (kwargs.get("adapter_kwargs") or {}).get("_adapter_model_path"):
+        raise ValueError("a checkpoint carries its LoRA in trained.safetensors; a separate peft adapter is not supported")
+
+
+def _one_device(device, device_map) -> torch.device | None:
+    """``device`` or ``device_map``, which must name a single device (our bases and LoRA share one)."""
+    if device is not None and device_map is not None:
+        raise TypeError("give device or device_map, not both")
+    where = device if device is not None else device_map
+    if where is None:
+        return None
+    if isinstance(where, dict) or where in ("auto", "balanced", "balanced_low_0", "sequential"):
+        raise ValueError(f"device_map must name one device (e.g. 'cuda:0'), got {where!r}")
+    return torch.device(where)
+
+
+def _torch_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(getattr(torch, str(dtype), None), torch.dtype):
+        return getattr(torch, dtype)
+    raise ValueError(f"dtype must be a torch.dtype or its name (e.g. 'bfloat16'), got {dtype!r}")
+
+
+def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors that share memory (tied embeddings): keep one copy of each."""
+    seen: set[int] = set()
+    out = {}
+    for key, value in state.items():
+        if value.data_ptr() not in seen:
+            seen.add(value.data_ptr())
+            out[key] = value
+    return out
+
+
+def _retie(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Fill the keys ``_untie`` dropped from the tensor they shared in the model."""
+    by_ptr: dict[int, list[str]] = {}
+    for key, value in model.state_dict().items():
+        by_ptr.setdefault(value.data_ptr(), []).append(key)
+    for keys in by_ptr.values():
+        present = [k for k in keys if k in state]
+        if present:
+            for k in keys:
+                state.setdefault(k, state[present[0]])
+    return state
+
+
+__all__ = ["BASE_WEIGHTS", "TRAINED_WEIGHTS", "BaseSpec", "PreTrainedModelOnBases", "read_checkpoint_config",
+           "read_checkpoint_tensors"]
