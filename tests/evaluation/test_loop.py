@@ -23,12 +23,14 @@ import pytest
 import torch
 
 from locllm.cli import main
+from locllm.cli.eval_report import format_report
 from locllm.data.datasets import CocoKeypointDataset, Human36MDataset, MpiiDataset
 from locllm.data.geometry import image_to_crop, sanitize_coco_box
 from locllm.data.synth import generate_synthpose
 from locllm.engine import Localizer
 from locllm.engine.localizer import PersonKeypoints
-from locllm.evaluation.runner import build_task, format_report, run_evaluation
+from locllm.evaluation.loop import run_evaluation
+from locllm.evaluation.tasks import build_task
 from locllm.keypoints import PAPER_HELD_OUT
 from locllm.models import LocLLMForKeypointLocalization
 from locllm.models.tiny import locllm_config
