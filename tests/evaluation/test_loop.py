@@ -1,11 +1,11 @@
-"""The evaluation runner end to end on SynthPose (COCO, MPII and Human3.6M layouts).
+"""The evaluation loop end to end on SynthPose (COCO, MPII and Human3.6M layouts).
 
 Two kinds of localizer drive it:
 
 - an *oracle*, a stand-in that answers the ground truth: it recognises each crop it is shown among the
   crops the data set's own code cuts (``PoseSample.image``) and answers that person's joints in crop
-  pixels, as a perfect model would. Through the runner it must score AP 1, PCKh 100 and MPJPE 0, which
-  proves the runner's geometry (crop -> image, MPII's 0-based pixels, the 3D lifting) and bookkeeping;
+  pixels, as a perfect model would. Through the loop it must score AP 1, PCKh 100 and MPJPE 0, which
+  proves the loop's geometry (crop -> image, MPII's 0-based pixels, the 3D lifting) and bookkeeping;
 - a tiny random checkpoint: its answers are wrong (fast mode) or mostly unreadable (reference mode),
   which exercises the plumbing: counts, report keys, the predictions file and resuming.
 """
@@ -100,7 +100,7 @@ class Oracle:
         people = []
         for crop in crops:
             joints = self.truth.get(crop.tobytes())
-            assert joints is not None, "the runner cut a crop the data set does not cut"
+            assert joints is not None, "the loop cut a crop the data set does not cut"
             people.append(PersonKeypoints(box, keypoints.names, joints, np.ones(k),
                                           np.ones(k, dtype=bool), [""] * k))
         return people
