@@ -21,7 +21,7 @@ from pathlib import Path
 from .common import add_json_argument, write_json
 
 # Spelled out rather than imported: building the parser must not load torch and pycocotools
-# (runner.DATASETS is the same tuple; build_task checks it).
+# (evaluation.tasks.DATASETS is the same tuple; build_task checks it).
 DATASETS = ("coco", "humanart", "mpii", "h36m", "custom")
 DTYPES = ("bfloat16", "float16", "float32")
 
@@ -80,7 +80,9 @@ def run(args) -> int:
     from ..engine import Localizer
     from ..engine.demo import demo_checkpoint
     from ..evaluation.distributed import evaluation_ranks
-    from ..evaluation.runner import asked_keypoints, build_task, format_report, run_evaluation
+    from ..evaluation.loop import run_evaluation
+    from ..evaluation.tasks import asked_keypoints, build_task
+    from .eval_report import format_report
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")

@@ -75,18 +75,8 @@ def evaluate_coco_keypoints(
     with contextlib.redirect_stdout(captured):
         coco_gt = ground_truth if isinstance(ground_truth, COCO) else COCO(str(ground_truth))
     num_keypoints = _num_keypoints(coco_gt)
-    if sigmas is None:
-        if num_keypoints != len(COCO_KEYPOINTS):
-            raise ValueError(f"the ground truth has {num_keypoints} keypoints per person, not the 17 "
-                             "of COCO: pass their OKS sigmas")
-        sigmas = COCO_KEYPOINTS.sigmas
-    sigmas = np.asarray(sigmas, dtype=np.float64)
-    if sigmas.shape != (num_keypoints,):
-        raise ValueError(f"expected {num_keypoints} sigmas (one per ground-truth keypoint), "
-                         f"got {sigmas.shape[0]}")
-    indices = list(range(num_keypoints)) if keypoint_indices is None else [int(i) for i in keypoint_indices]
-    if not indices or min(indices) < 0 or max(indices) >= num_keypoints or len(set(indices)) != len(indices):
-        raise ValueError(f"keypoint_indices must be distinct indices in [0, {num_keypoints}), got {indices}")
+    sigmas = _checked_sigmas(sigmas, num_keypoints)
+    indices = _checked_indices(keypoint_indices, num_keypoints)
 
     results = [_as_result(p, num_keypoints, indices) for p in predictions]
     unknown_images = {r["image_id"] for r in results} - set(coco_gt.getImgIds())
@@ -212,6 +202,28 @@ def _num_keypoints(coco_gt: COCO) -> int:
             return len(annotation["keypoints"]) // 3
     raise ValueError("the ground truth names no keypoints (no category 'keypoints' list, "
                      "no annotated keypoints)")
+
+
+def _checked_sigmas(sigmas: Sequence[float] | None, num_keypoints: int) -> np.ndarray:
+    """(K,) the OKS sigmas: as given, or COCO's for a 17-keypoint ground truth."""
+    if sigmas is None:
+        if num_keypoints != len(COCO_KEYPOINTS):
+            raise ValueError(f"the ground truth has {num_keypoints} keypoints per person, not the 17 "
+                             "of COCO: pass their OKS sigmas")
+        sigmas = COCO_KEYPOINTS.sigmas
+    sigmas = np.asarray(sigmas, dtype=np.float64)
+    if sigmas.shape != (num_keypoints,):
+        raise ValueError(f"expected {num_keypoints} sigmas (one per ground-truth keypoint), "
+                         f"got {sigmas.shape[0]}")
+    return sigmas
+
+
+def _checked_indices(keypoint_indices: Sequence[int] | None, num_keypoints: int) -> list[int]:
+    """The keypoints to evaluate: as given (distinct, in range), or all."""
+    indices = list(range(num_keypoints)) if keypoint_indices is None else [int(i) for i in keypoint_indices]
+    if not indices or min(indices) < 0 or max(indices) >= num_keypoints or len(set(indices)) != len(indices):
+        raise ValueError(f"keypoint_indices must be distinct indices in [0, {num_keypoints}), got {indices}")
+    return indices
 
 
 def _as_result(prediction: Mapping, num_keypoints: int, indices: list[int]) -> dict:

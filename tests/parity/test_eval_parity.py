@@ -22,7 +22,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from locllm.engine import Localizer
-from locllm.evaluation.runner import build_task, run_evaluation
+from locllm.evaluation.loop import run_evaluation
+from locllm.evaluation.tasks import build_task
 from locllm.keypoints import Keypoint, KeypointSet
 from locllm.models import LocLLMForKeypointLocalization
 from locllm.prompts.conversation import DEFAULT_QUESTION

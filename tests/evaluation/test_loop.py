@@ -1,11 +1,11 @@
-"""The evaluation runner end to end on SynthPose (COCO, MPII and Human3.6M layouts).
+"""The evaluation loop end to end on SynthPose (COCO, MPII and Human3.6M layouts).
 
 Two kinds of localizer drive it:
 
 - an *oracle*, a stand-in that answers the ground truth: it recognises each crop it is shown among the
   crops the data set's own code cuts (``PoseSample.image``) and answers that person's joints in crop
-  pixels, as a perfect model would. Through the runner it must score AP 1, PCKh 100 and MPJPE 0, which
-  proves the runner's geometry (crop -> image, MPII's 0-based pixels, the 3D lifting) and bookkeeping;
+  pixels, as a perfect model would. Through the loop it must score AP 1, PCKh 100 and MPJPE 0, which
+  proves the loop's geometry (crop -> image, MPII's 0-based pixels, the 3D lifting) and bookkeeping;
 - a tiny random checkpoint: its answers are wrong (fast mode) or mostly unreadable (reference mode),
   which exercises the plumbing: counts, report keys, the predictions file and resuming.
 """
@@ -23,12 +23,14 @@ import pytest
 import torch
 
 from locllm.cli import main
+from locllm.cli.eval_report import format_report
 from locllm.data.datasets import CocoKeypointDataset, Human36MDataset, MpiiDataset
 from locllm.data.geometry import image_to_crop, sanitize_coco_box
 from locllm.data.synth import generate_synthpose
 from locllm.engine import Localizer
 from locllm.engine.localizer import PersonKeypoints
-from locllm.evaluation.runner import build_task, format_report, run_evaluation
+from locllm.evaluation.loop import run_evaluation
+from locllm.evaluation.tasks import build_task
 from locllm.keypoints import PAPER_HELD_OUT
 from locllm.models import LocLLMForKeypointLocalization
 from locllm.models.tiny import locllm_config
@@ -98,7 +100,7 @@ class Oracle:
         people = []
         for crop in crops:
             joints = self.truth.get(crop.tobytes())
-            assert joints is not None, "the runner cut a crop the data set does not cut"
+            assert joints is not None, "the loop cut a crop the data set does not cut"
             people.append(PersonKeypoints(box, keypoints.names, joints, np.ones(k),
                                           np.ones(k, dtype=bool), [""] * k))
         return people

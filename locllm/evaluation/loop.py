@@ -1,0 +1,241 @@
+"""The evaluation loop: a localizer over every person of a task, predictions written as they come, metrics.
+
+    task (data/datasets) -> people to ask (EvalItem: image, crop center and scale)
+    -> image -> crop (data/geometry) -> localizer.localize_crops -> crop pixels
+    -> image pixels (inverse crop) -> one prediction record per person (PredictionLog)
+    -> the task's metric object (metrics.py over coco.py, mpii.py, h36m.py, pck.py)
+
+Example (the CLI is ``locllm eval``, which also prints the report)::
+
+    task = build_task("coco", "person_keypoints_val2017.json", "val2017")
+    result = run_evaluation(Localizer.from_pretrained("ckpt"), task, predictions="preds.jsonl")
+    result["metrics"]["AP"], result["counts"], result["protocol"]
+
+Bad samples never stop a run; they are counted in ``result["counts"]``. An unreadable image or an
+unusable box costs its persons their answers; an answer that does not parse costs its keypoint. A
+keypoint without a valid answer sits where the reference puts it, at the crop's top-left corner with
+depth 0 and score 0, so that metrics stay comparable with the reference's; a person without any answer
+is left out of the COCO results (a missed person) and placed the same way for MPII and Human3.6M,
+whose metrics have a slot for every person.
+
+Resuming and several processes: see :mod:`.predictions_log` and :mod:`.distributed`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..data.geometry import crop_image, crop_to_image
+from ..data.images import ImageReadError, read_image_rgb
+from .distributed import Ranks
+from .predictions_log import PREDICTIONS_FORMAT, PredictionLog
+from .tasks import EvalItem, EvaluationTask
+
+logger = logging.getLogger(__name__)
+
+UNREADABLE_IMAGE = "unreadable_image"
+UNUSABLE_BOX = "unusable_box"
+
+
+def run_evaluation(localizer, task: EvaluationTask, *, mode: str = "fast", predictions: str | Path | None = None,
+                   overwrite: bool = False, batch_size: int = 8, progress: bool = True, ranks: Ranks | None = None,
+                   checkpoint: str | None = None) -> dict:
+    """Ask ``localizer`` about every person of ``task`` and compute the task's metrics.
+
+    Args:
+        localizer: a :class:`~locllm.engine.Localizer` (anything with ``localize_crops(crops, keypoints, mode)``,
+            ``config.image_size`` and ``codec.ndim``).
+        mode: the localizer's decoding, ``"fast"`` or ``"reference"``.
+        predictions: the predictions file (JSON lines); an existing one is resumed unless ``overwrite``.
+        batch_size: persons per localizer call; crops of different images share a batch.
+        ranks: this process among several (see :mod:`.distributed`); default one process.
+        checkpoint: names the checkpoint in the predictions header and the result.
+
+    Returns:
+        ``{"dataset", "annotation_file", "images", "checkpoint", "mode", "protocol", "keypoints", "metrics",
+        "counts", "predictions_file", "persons_resumed", "persons_asked", "seconds", "persons_per_second"}``;
+        NaN metrics (undefined, e.g. PCKh of a joint nobody annotated) are None.
+    """
+    ranks = ranks or Ranks()
+    crop_size = int(localizer.config.image_size)
+    if localizer.codec.ndim != task.ndim:
+        raise ValueError(f"{task.name} needs a checkpoint that answers {task.ndim} coordinates per keypoint; "
+                         f"this one answers {localizer.codec.ndim}")
+    log = PredictionLog(predictions, _header(task, checkpoint, mode), ranks) if predictions is not None else None
+    finished = _resume(log, overwrite, ranks)
+    todo = [item for item in _shard_by_image(task.items, ranks) if item.index not in finished]
+
+    start = time.perf_counter()
+    if log is not None:
+        log.open()
+    try:
+        asked = _ask(localizer, task, todo, mode, crop_size, batch_size, log, progress and ranks.is_main)
+    finally:
+        if log is not None:
+            log.close()
+    seconds = time.perf_counter() - start
+
+    records = dict(finished)
+    gathered = ranks.all_gather(asked)
+    for part in gathered:
+        records.update((record["index"], record) for record in part)
+    ordered = [records[item.index] for item in task.items]
+    if log is not None and ranks.is_main:
+        log.merge(ordered)
+    persons_asked = sum(len(part) for part in gathered)
+    return _without_nan({
+        "dataset": task.name, "annotation_file": str(task.annotation_file), "images": str(task.image_root),
+        "checkpoint": checkpoint, "mode": mode, "protocol": task.protocol(), "keypoints": task.keypoints.names,
+        "metrics": task.metrics(ordered), "counts": _counts(ordered, task),
+        "predictions_file": str(predictions) if predictions is not None else None,
+        "persons_resumed": len(finished), "persons_asked": persons_asked, "seconds": round(seconds, 3),
+        "persons_per_second": round(len(asked) / seconds, 3) if asked and seconds > 0 else None,
+    })
+
+
+def _header(task: EvaluationTask, checkpoint: str | None, mode: str) -> dict:
+    """What the predictions depend on (not the metric's options, such as held-out keypoints): a file written
+    with another header is never resumed."""
+    return {"format": PREDICTIONS_FORMAT, "dataset": task.name, "annotation_file": str(task.annotation_file.resolve()),
+            "checkpoint": checkpoint, "mode": mode, "keypoints": task.keypoints.names, "persons": len(task.items),
+            "fingerprint": task.fingerprint()}
+
+
+def _resume(log: PredictionLog | None, overwrite: bool, ranks: Ranks) -> dict[int, dict]:
+    """The persons the predictions file already holds, by item index (none when starting over)."""
+    if log is not None and overwrite and ranks.is_main:
+        log.remove()
+    ranks.barrier()  # nobody reads before the main process has removed the old files
+    finished = log.finished() if log is not None else {}
+    ranks.barrier()  # nobody appends before everybody has read
+    return finished
+
+
+def _shard_by_image(items: list[EvalItem], ranks: Ranks) -> list[EvalItem]:
+    """This rank's persons: all persons of every ``world_size``-th image, so each image is read once."""
+    by_image: dict[str, list[EvalItem]] = {}
+    for item in items:
+        by_image.setdefault(item.file_name, []).append(item)
+    return [item for group in ranks.shard(list(by_image.values())) for item in group]
+
+
+def _ask(localizer, task: EvaluationTask, items: list[EvalItem], mode: str, crop_size: int, batch_size: int,
+         log: PredictionLog | None, progress: bool) -> list[dict]:
+    """One prediction record per item, in order, each also appended to ``log``; ``batch_size`` crops per call."""
+    records: list[dict] = []
+    bad = Counter()
+    bar = tqdm(total=len(items), unit="person", disable=not progress, desc=f"{task.name} ({mode})")
+
+    def emit(record: dict) -> None:
+        records.append(record)
+        if log is not None:
+            log.append(record)
+        if record["error"]:
+            bad[record["error"]] += 1
+        else:
+            bad["unparsed keypoints"] += len(record["valid"]) - sum(record["valid"])
+        bar.update(1)
+        bar.set_postfix({"no answer": bad[UNREADABLE_IMAGE] + bad[UNUSABLE_BOX],
+                         "unparsed kpts": bad["unparsed keypoints"]}, refresh=False)
+
+    batch: list[tuple[EvalItem, np.ndarray]] = []
+
+    def ask_batch() -> None:
+        people = localizer.localize_crops(np.stack([crop for _, crop in batch]), task.keypoints, mode)
+        for (item, _), person in zip(batch, people, strict=True):
+            emit(_answered(item, person, crop_size, task.ndim))
+        batch.clear()
+
+    image_path, image, image_error = None, None, None
+    for item in items:
+        path = task.image_root / item.file_name
+        if path != image_path:  # the persons of one image are consecutive: read it once
+            image_path, image, image_error = path, None, None
+            try:
+                image = read_image_rgb(path)
+            except ImageReadError as error:
+                image_error = str(error)
+                logger.warning("%s: its persons get no answer", error)
+        if image_error is not None:
+            emit(_unanswered(item, UNREADABLE_IMAGE, image_error, crop_size, len(task.keypoints), task.ndim))
+        elif item.problem is not None:
+            emit(_unanswered(item, UNUSABLE_BOX, item.problem, crop_size, len(task.keypoints), task.ndim))
+        else:
+            batch.append((item, crop_image(image, item.center, item.scale, 0.0, crop_size, pixel_std=item.pixel_std)))
+            if len(batch) == batch_size:
+                ask_batch()
+    if batch:
+        ask_batch()
+    bar.close()
+    return records
+
+
+def _crop_to_image(item: EvalItem, crop_points: np.ndarray, crop_size: int) -> np.ndarray:
+    return crop_to_image(crop_points, item.center, item.scale, crop_size, 0.0, pixel_std=item.pixel_std)
+
+
+def _stand_in(item: EvalItem, crop_size: int) -> np.ndarray:
+    """Where a keypoint without a valid answer goes: the crop's top-left corner, as in the reference."""
+    if not item.has_crop:
+        return np.asarray(item.center, dtype=np.float64)
+    return _crop_to_image(item, np.zeros((1, 2)), crop_size)[0]
+
+
+def _record(item: EvalItem, keypoints: np.ndarray, scores, valid, answers, error=None, detail=None) -> dict:
+    return {"index": item.index, "image_id": item.image_id, "file_name": item.file_name, **item.identity,
+            "keypoints": keypoints.tolist(), "scores": [float(s) for s in scores], "valid": [bool(v) for v in valid],
+            "answers": list(answers), "error": error, "error_detail": detail}
+
+
+def _answered(item: EvalItem, person, crop_size: int, ndim: int) -> dict:
+    """A person's answer in crop pixels -> its prediction line, in image pixels (depth in mm)."""
+    valid = np.asarray(person.valid, dtype=bool)
+    crop_points = np.asarray(person.keypoints, dtype=np.float64)  # (K, ndim)
+    keypoints = np.zeros_like(crop_points)
+    keypoints[:, :2] = _crop_to_image(item, np.nan_to_num(crop_points[:, :2]), crop_size)
+    keypoints[~valid, :2] = _stand_in(item, crop_size)
+    if ndim == 3:
+        keypoints[:, 2] = np.where(valid, crop_points[:, 2], 0.0)
+    scores = np.where(valid, person.scores, 0.0)
+    return _record(item, keypoints, scores, valid, person.answers)
+
+
+def _unanswered(item: EvalItem, error: str, detail: str, crop_size: int, num_keypoints: int, ndim: int) -> dict:
+    keypoints = np.zeros((num_keypoints, ndim))
+    keypoints[:, :2] = _stand_in(item, crop_size)
+    return _record(item, keypoints, np.zeros(num_keypoints), np.zeros(num_keypoints, dtype=bool),
+                   [""] * num_keypoints, error, detail)
+
+
+def _counts(records: list[dict], task: EvaluationTask) -> dict:
+    """What went wrong, by kind: persons without an answer, unparsed keypoints, skipped annotations."""
+    no_answer = Counter(record["error"] for record in records if record["error"])
+    answered = [record for record in records if not record["error"]]
+    unreadable = {record["file_name"] for record in records if record["error"] == UNREADABLE_IMAGE}
+    return {
+        "persons": len(records),
+        "persons_answered": len(answered),
+        "persons_without_answer": {kind: no_answer[kind] for kind in (UNREADABLE_IMAGE, UNUSABLE_BOX)},
+        "unreadable_images": len(unreadable),
+        "keypoints_asked": len(answered) * len(task.keypoints),
+        "keypoints_unparsed": sum(len(r["valid"]) - sum(r["valid"]) for r in answered),
+        "skipped_annotations": dict(task.skipped_annotations),
+    }
+
+
+def _without_nan(value):
+    """NaN (an undefined metric) -> None, so that the result is strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _without_nan(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_nan(item) for item in value]
+    return value
