@@ -80,8 +80,9 @@ def test_training_budget_warms_up_then_anneals_to_zero():
 
 @pytest.mark.slow
 def test_recipe_runs_end_to_end_at_toy_scale(tmp_path):
+    from locllm.cli.demo_recipe import main
+    from locllm.data.synth.demo import DEMO_KEYPOINTS, load_demo_setting
     from locllm.engine import Localizer
-    from locllm.training.demo_recipe import DEMO_KEYPOINTS, load_demo_setting, main
 
     out = tmp_path / "demo"
     summary_file = tmp_path / "summary.json"
@@ -99,10 +100,12 @@ def test_recipe_runs_end_to_end_at_toy_scale(tmp_path):
 @pytest.mark.slow
 def test_shipped_demo_checkpoint_localizes_heldout_synthpose():
     if not (SHIPPED / "config.json").is_file():
-        pytest.skip(f"no demo checkpoint in {SHIPPED}: make it with `python -m locllm.training.demo_recipe "
+        pytest.skip(f"no demo checkpoint in {SHIPPED}: make it with `python -m locllm.cli.demo_recipe "
                     "--out locllm/assets/demo` (see locllm/assets/demo/TRAINING.md)")
+    from locllm.cli.demo import format_report
+    from locllm.data.synth.demo import load_demo_setting
     from locllm.engine import Localizer
-    from locllm.training.demo_recipe import evaluate_pck, format_report, load_demo_setting
+    from locllm.evaluation.demo import evaluate_pck
 
     difficulty, mean_pose = load_demo_setting(SHIPPED)
     torch.manual_seed(0)
