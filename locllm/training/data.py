@@ -19,10 +19,12 @@ from ..data.datasets import (
     MpiiDataset,
     PoseDataset,
 )
+from ..data.synth.demo import SynthPoseDemoDataset
 from ..keypoints import load_keypoint_table
 from .config import TrainConfig
 
-DATASET_TYPES = {"coco": CocoKeypointDataset, "mpii": MpiiDataset, "h36m": Human36MDataset, "captions": CaptionDataset}
+DATASET_TYPES = {"coco": CocoKeypointDataset, "mpii": MpiiDataset, "h36m": Human36MDataset, "captions": CaptionDataset,
+                 "synthpose_demo": SynthPoseDemoDataset}
 SAMPLER_STREAM = 2  # keeps the data order independent of the other seeded draws
 
 
@@ -57,7 +59,7 @@ def trained_descriptions(dataset: MixtureDataset) -> dict[str, str]:
     ``descriptions.json``, so that inference asks a keypoint by its name alone, in the words it was trained with."""
     descriptions: dict[str, str] = {}
     for part in dataset.datasets:
-        if isinstance(part, PoseDataset):
+        if isinstance(part, (PoseDataset, SynthPoseDemoDataset)):
             for keypoint in part.keypoints:
                 descriptions.setdefault(keypoint.name, keypoint.description)
     return descriptions

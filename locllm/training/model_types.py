@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, Dinov2Config
 
 from ..models import LocLLMConfig, LocLLMForKeypointLocalization
 from ..models.clip_baseline import CLIPBaselineCollator, CLIPBaselineForKeypointHeatmaps, clip_baseline_config
@@ -33,9 +33,11 @@ from ..prompts import (
     build_char_tokenizer,
     build_codec,
 )
+from ..prompts.demo_tokenizer import build_demo_tokenizer
 from .checkpoint import latest_checkpoint
 from .collator import TrainingCollator
 from .config import TrainConfig
+from .vision_pretrain import PatchClassifier, PatchCollator, build_demo_tower, patch_loss, tower_weights
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,8 @@ def build_tokenizer(config: TrainConfig, style: PromptStyle):
     in the reference) and, for that coordinate format, the location tokens. Its length is final here."""
     m = config.model
     name = m.tokenizer or m.text_model_name_or_path or starting_checkpoint(m.init_from)
-    tokenizer = build_char_tokenizer() if name == "char" else AutoTokenizer.from_pretrained(name)
+    builders = {"char": build_char_tokenizer, "demo": build_demo_tokenizer}
+    tokenizer = builders[name]() if name in builders else AutoTokenizer.from_pretrained(name)
     tokenizer.add_tokens([style.image_token], special_tokens=True)  # a no-op when the tokenizer has it
     if config.prompt.coordinates == "location_tokens":
         tokenizer.add_tokens(answer_codec(config).new_tokens())
@@ -119,7 +122,8 @@ def build_model_config(config: TrainConfig, tokenizer, style: PromptStyle) -> Lo
 
 def build_model(config: TrainConfig, model_config: LocLLMConfig, base_dtype: torch.dtype | None):
     """A fresh model: bases from their paths (or random for a ``size``), projector random, LoRA B zero;
-    then ``model.init_from``'s weights (a stage-1 checkpoint) where it has them."""
+    then ``model.init_from``'s weights (a stage-1 checkpoint) where it has them, and ``model.vision_tower_from``'s
+    tower (a pre-trained patch classifier)."""
     if config.prompt.coordinates == "location_tokens" and config.model.text_model_name_or_path:
         raise ValueError(
             "prompt.coordinates=location_tokens adds vocabulary, but a checkpoint whose LM is loaded from "
@@ -129,6 +133,8 @@ def build_model(config: TrainConfig, model_config: LocLLMConfig, base_dtype: tor
     model = LocLLMForKeypointLocalization.from_bases(model_config, dtype=base_dtype)
     if config.model.init_from:
         load_initial_weights(model, starting_checkpoint(config.model.init_from))
+    if config.model.vision_tower_from:
+        model.vision_tower.load_state_dict(tower_weights(starting_checkpoint(config.model.vision_tower_from)))
     return model
 
 
@@ -254,6 +260,24 @@ def clip_baseline_collator(config: TrainConfig, model: CLIPBaselineForKeypointHe
     return CLIPBaselineCollator(model.config, tokenizer, keypoints_per_sample=config.prompt.max_rounds, seed=config.seed)
 
 
+# ---------------------------------------------------------------------------- patch_classifier
+
+
+def build_patch_classifier(config: TrainConfig, resume: Path | None, base_dtype: torch.dtype | None):
+    """``model.type: patch_classifier``: a sin-cos-started Dinov2 of the ``vision`` fields and its head."""
+    if resume is not None:
+        return PatchClassifier.from_pretrained(resume), None
+    m = config.model
+    tower_config = Dinov2Config(**{"image_size": m.image_size or 64, "layer_norm_eps": 1e-6, "drop_path_rate": 0.0,
+                                   **m.vision})
+    tower = build_demo_tower(tower_config, seed=config.seed)
+    return PatchClassifier(tower, m.num_keypoints), None
+
+
+def patch_classifier_collator(config: TrainConfig, model: PatchClassifier, tokenizer) -> PatchCollator:
+    return PatchCollator(LocLLMImageProcessor(model.config.image_size), model.config.patch_size)
+
+
 # ---------------------------------------------------------------------------- the table
 
 
@@ -262,4 +286,6 @@ MODEL_TYPES = {
                         supervised=lambda batch: int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())),  # shifted by one
     "clip_baseline": ModelType(build_clip_baseline, clip_baseline_collator,
                                supervised=lambda batch: int(batch["target_weights"].sum())),
+    "patch_classifier": ModelType(build_patch_classifier, patch_classifier_collator, loss=patch_loss,
+                                  supervised=lambda batch: int(batch["mask"].sum())),
 }

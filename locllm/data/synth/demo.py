@@ -4,7 +4,8 @@ Scenes are rendered at a random size of 64-160 px (difficulty "normal" by defaul
 to 45 degrees, some figures cut by the border); the person is cut out by its box exactly as
 :class:`~locllm.engine.Localizer` cuts it (top-down, box padded to a square, no enlargement). Keypoints:
 the 17 COCO ones plus the neck and the pelvis (``DEMO_KEYPOINTS``); the pelvis is never trained and is
-asked zero-shot. A demo checkpoint keeps its setting (difficulty, mean training pose) in ``SETTING_FILE``.
+asked zero-shot. ``locllm train`` reads the crops as dataset type ``synthpose_demo``
+(:class:`SynthPoseDemoDataset`). A demo checkpoint keeps its setting (difficulty, mean training pose) in ``SETTING_FILE``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from torch.utils.data import Dataset
 
 from ...keypoints import COCO_KEYPOINTS, EXTRA_KEYPOINTS, KeypointSet
+from ..datasets import PoseSample
 from ..geometry import PIXEL_STD, box_to_center_scale, crop_image, image_to_crop
 from .render import render_scene
 
@@ -71,10 +74,6 @@ class DemoCrops:
 
     def __len__(self) -> int:
         return len(self.crops)
-
-    def askable(self) -> np.ndarray:
-        """(M, K) the keypoints training may ask: labelled, inside the crop and not a novel keypoint."""
-        return self.labelled & self.inside & TRAINED[None]
 
 
 def _crop_person(seed: np.random.SeedSequence, difficulty: str) -> tuple:
@@ -139,3 +138,38 @@ def load_demo_setting(folder: str | Path) -> tuple[str, np.ndarray]:
     pose = np.array([payload["mean_pose"][name] for name in DEMO_KEYPOINTS.names], dtype=np.float64)
     return payload["difficulty"], pose
 
+
+class SynthPoseDemoDataset(Dataset):
+    """Dataset type ``synthpose_demo``: ``num_images`` rendered demo crops (cached) as :class:`PoseSample`.
+
+    Scene i is rendered from the i-th child of ``SeedSequence(render_seed)``; ``workers`` > 1 renders in
+    parallel, with the same crops. The crops are not augmented; every labelled keypoint inside the crop
+    is askable but the never-trained ``NOVEL_KEYPOINTS`` and ``exclude_keypoints``. ``seed`` and ``train``
+    (set by the trainer) change nothing: the samples are fixed crops.
+    """
+
+    def __init__(self, num_images: int, render_seed: int = 0, difficulty: str = DEFAULT_DIFFICULTY, workers: int = 1,
+                 cache_dir: str | None = None, *, crop_size: int = CROP_SIZE, augmentation=None,
+                 exclude_keypoints: list[str] = (), seed: int = 0, train: bool = True):
+        if crop_size != CROP_SIZE:
+            raise ValueError(f"the demo crops are {CROP_SIZE} px; got crop_size {crop_size}")
+        if augmentation is not None and (augmentation.flip_prob or augmentation.scale_sigma or augmentation.rotation_prob):
+            raise ValueError("the demo crops are not augmented: set data.augmentation's probabilities and sigma to 0")
+        self.data = make_crops(num_images, render_seed, difficulty, workers, cache_dir)
+        self.keypoints = DEMO_KEYPOINTS
+        trained = TRAINED & np.array([name not in exclude_keypoints for name in DEMO_KEYPOINTS.names])
+        self.askable = self.data.labelled & self.data.inside & trained[None]
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> PoseSample:
+        data = self.data
+        joints = np.zeros((len(DEMO_KEYPOINTS), 3), dtype=np.float32)
+        joints[:, :2] = data.points[index]
+        size = int(data.scene_sizes[index])
+        return PoseSample(
+            image=data.crops[index], joints=joints, visible=self.askable[index], labelled=data.labelled[index],
+            keypoints=DEMO_KEYPOINTS, has_depth=False, center=data.centers[index], scale=data.scales[index],
+            rotation=0.0, pixel_std=PIXEL_STD, flipped=False, image_size=(size, size), image_id=index,
+        )
