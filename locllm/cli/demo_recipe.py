@@ -1,11 +1,17 @@
 """The demo checkpoint: a tiny LocLLM trained on SynthPose by one reproducible command.
 
-    # the shipped checkpoint (about 6 min on one H100/H200, data and evaluation included)
-    python -m locllm.cli.demo_recipe --out locllm/assets/demo --device cuda --minutes 4.5
+    # the shipped checkpoint's recipe (about 6 min on one H100/H200, data and evaluation included)
+    python -m locllm.cli.demo_recipe --out locllm/assets/demo --minutes 4.5
     # about the same run counted in steps (the defaults: 500 + 7,000), the same steps on any machine
-    python -m locllm.cli.demo_recipe --out locllm/assets/demo --device cuda
+    python -m locllm.cli.demo_recipe --out locllm/assets/demo
     # a CPU smoke test of every stage (minutes; far from the bar)
-    python -m locllm.cli.demo_recipe --out /tmp/demo --device cpu --minutes 2 --train-images 2000
+    python -m locllm.cli.demo_recipe --out /tmp/demo --runs /tmp/demo-runs --minutes 2 --train-images 2000
+
+The two training stages are plain ``locllm train`` runs of ``configs/synthpose/demo_vision.yaml`` and
+``configs/synthpose/demo_locllm.yaml`` (into ``--runs``; this command's options become their ``--set``
+overrides); this command then copies the last checkpoint's model into ``--out``, writes the setting
+file (``synthpose_demo.json``: difficulty, mean training pose) that ``locllm demo`` reads, the held-out
+report and ``TRAINING.md``. It runs on a GPU when one is visible (``CUDA_VISIBLE_DEVICES=`` for the CPU).
 
 What it does, in order:
 
@@ -15,13 +21,13 @@ What it does, in order:
    box padded to a square, no enlargement). Training scenes come from seed 0, the held-out scenes of
    this run from seed 1 (the test of the shipped checkpoint uses seed 2). On "easy" scenes the
    image-blind mean pose alone already scores PCK@0.1 ~0.67, so "normal" is what shows the model looking.
-2. Vision pre-training (:mod:`.vision_pretrain`): a Dinov2 tower (128-d, 4 layers, patch 8 -> 64
+2. Vision pre-training (:mod:`locllm.training.vision_pretrain`, ``model.type: patch_classifier``): a Dinov2 tower (128-d, 4 layers, patch 8 -> 64
    patch tokens) learns which patch holds each keypoint; its head is dropped and the tower frozen.
    The tower is thus pre-trained on SynthPose itself: the honest stand-in for the paper's DINOv2.
 3. LocLLM stage: the projector and a randomly initialized Llama (128-d, 4 layers), trained with
    exactly the paper's objective, next-token cross-entropy on the answer tokens only, on multi-round
    conversations (up to 5 keypoints) with keypoint descriptions (the paper's default prompt), built
-   by the training collator of ``locllm train``. The LM has no pretraining, so all its weights train
+   by the training collator of ``locllm train``, on the frozen tower (``model.vision_tower_from``). The LM has no pretraining, so all its weights train
    (no LoRA). Prompts use a word-level tokenizer trained on the prompt vocabulary
    (:mod:`locllm.prompts.demo_tokenizer`): ~385 tokens for 5 rounds instead of ~1,230 with characters.
 4. Save, reload with ``Localizer.from_pretrained`` (fast grammar-constrained decoding) and report
@@ -42,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -58,92 +65,90 @@ from ..data.synth.demo import (
 )
 from ..engine import Localizer
 from ..evaluation.demo import evaluate_pck
-from ..models import LocLLMForKeypointLocalization
-from ..models.processing_locllm import LocLLMImageProcessor
-from ..prompts import DecimalCodec, PromptBuilder, PromptStyle
-from ..prompts.demo_tokenizer import build_demo_tokenizer
-from ..training.collator import TrainingCollator
-from ..training.demo_recipe import DemoSamples, build_demo_model, train_locllm
-from ..training.vision_pretrain import TrainingBudget, build_demo_tower, pretrain_vision_tower
+from ..training.config import load_config
+from ..training.trainer import TrainResult, train
 from .demo import REPORT_LABELS, format_report
 
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "configs" / "synthpose"
 TRAIN_SEED, HELDOUT_SEED = 0, 1
+TRAINING_ONLY = ("optimizer.bin", "scheduler.bin", "training_state.json", "train_config.yaml")  # not copied to --out
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} GPU"
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} GPU"
     return f"CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
+def stage_overrides(args: argparse.Namespace, workers: int, cache_dir: Path) -> tuple[list[str], list[str]]:
+    """The ``--set`` overrides of the two stage configs that this command's options stand for."""
+    runs = Path(args.runs)
+    common = [f"seed={args.seed}", f"data.datasets.0.num_images={args.train_images}",
+              f"data.datasets.0.render_seed={TRAIN_SEED}", f"data.datasets.0.difficulty={args.difficulty}",
+              f"data.datasets.0.workers={workers}", f"data.datasets.0.cache_dir={cache_dir}",
+              f"optim.batch_size={args.batch_size}", f"optim.micro_batch_size={args.batch_size}",
+              "logging.progress_bar=false"]
+    vision = [f"output_dir={runs / 'vision'}", f"optim.lr={args.pretrain_lr}", f"optim.max_steps={args.pretrain_steps}"]
+    locllm = [f"output_dir={runs / 'locllm'}", f"model.vision_tower_from={runs / 'vision'}", f"optim.lr={args.lr}",
+              f"optim.max_steps={args.steps}", f"prompt.max_rounds={args.rounds}"]
+    if args.loader_workers is not None:
+        locllm.append(f"data.num_workers={args.loader_workers}")
+    if args.minutes is not None:
+        vision.append(f"optim.max_minutes={args.minutes * args.pretrain_share}")
+        locllm.append(f"optim.max_minutes={args.minutes * (1 - args.pretrain_share)}")
+    return common + vision, common + locllm
 
 
 def run(args: argparse.Namespace, command: str) -> dict:
     """Make the demo checkpoint in ``args.out`` as the module docstring describes; return the run's figures."""
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(args.out)
     workers = args.workers or os.cpu_count() or 1
-    log = print
-    log(f"{command}\ndevice: {device_name(device)}")
+    cache_dir = Path(args.cache_dir or Path(args.runs) / "crops")
+    print(f"{command}\ndevice: {device_name()}")
     started = time.perf_counter()
     load_at_start = os.getloadavg()[0]
 
-    train = make_crops(args.train_images, TRAIN_SEED, args.difficulty, workers, args.cache_dir)
+    crops = make_crops(args.train_images, TRAIN_SEED, args.difficulty, workers, cache_dir)  # both stages read the cache
     data_seconds = time.perf_counter() - started
-    log(f"{len(train)} training crops ({args.difficulty}) in {data_seconds:.0f} s")
-    if args.minutes is not None:
-        pretrain_budget = TrainingBudget(seconds=args.minutes * 60 * args.pretrain_share, warmup_steps=100)
-        locllm_budget = TrainingBudget(seconds=args.minutes * 60 * (1 - args.pretrain_share), warmup_steps=100)
-    else:
-        pretrain_budget = TrainingBudget(steps=args.pretrain_steps, warmup_steps=100)
-        locllm_budget = TrainingBudget(steps=args.steps, warmup_steps=100)
-
-    processor = LocLLMImageProcessor(CROP_SIZE)  # CLIP mean/std: the LocLLMConfig default
-    tower = build_demo_tower(image_size=CROP_SIZE, seed=args.seed)
-    pretrain = pretrain_vision_tower(tower, train.crops, train.points, train.askable(), processor, pretrain_budget,
-                                     batch_size=args.batch_size, lr=args.pretrain_lr, device=device, seed=args.seed,
-                                     log=log)
-
-    tokenizer = build_demo_tokenizer()
-    style = PromptStyle.default()
-    model = build_demo_model(tower.cpu(), tokenizer, style, seed=args.seed)
-    builder = PromptBuilder(tokenizer, style, num_image_tokens=model.config.num_image_tokens)
-    collator = TrainingCollator(builder, DecimalCodec(), processor, max_rounds=args.rounds, seed=args.seed,
-                                pad_token_id=tokenizer.pad_token_id)
-    pose = mean_pose(train)
-
-    def evaluate(current: LocLLMForKeypointLocalization) -> str:
-        localizer = Localizer(current, tokenizer, device=device)
-        return format_report(evaluate_pck(localizer, args.eval_images, HELDOUT_SEED, pose, args.difficulty))
-
-    loader_workers = args.loader_workers
-    if loader_workers is None:  # on a GPU the conversations are built in parallel; on a CPU they cost little
-        loader_workers = min(8, workers) if device.type == "cuda" else 0
-    locllm = train_locllm(model, DemoSamples(train), collator, locllm_budget, batch_size=args.batch_size, lr=args.lr,
-                          device=device, seed=args.seed, loader_workers=loader_workers, eval_every=args.eval_every,
-                          evaluate=evaluate, log=log)
+    print(f"{len(crops)} training crops ({args.difficulty}) in {data_seconds:.0f} s")
+    vision_overrides, locllm_overrides = stage_overrides(args, workers, cache_dir)
+    pretrain = train(load_config(CONFIGS / "demo_vision.yaml", vision_overrides))
+    locllm = train(load_config(CONFIGS / "demo_locllm.yaml", locllm_overrides))
     training_seconds = time.perf_counter() - started
 
-    model.cpu().save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    save_demo_setting(out, args.difficulty, pose, len(train))
-    localizer = Localizer.from_pretrained(out, device=device)
+    out.mkdir(parents=True, exist_ok=True)
+    for file in locllm.checkpoint.iterdir():
+        if file.name not in TRAINING_ONLY and not file.name.startswith("random_states_"):
+            shutil.copy2(file, out / file.name)
+    pose = mean_pose(crops)
+    save_demo_setting(out, args.difficulty, pose, len(crops))
+    localizer = Localizer.from_pretrained(out)
     report = evaluate_pck(localizer, args.heldout_images, HELDOUT_SEED, pose, args.difficulty)
-    log(format_report(report))
+    print(format_report(report))
+    model = localizer.model
     summary = {
-        "command": command, "device": device_name(device), "load_average_at_start": round(load_at_start, 2),
-        "difficulty": args.difficulty, "train_images": len(train), "data_seconds": round(data_seconds, 1),
+        "command": command, "device": device_name(), "load_average_at_start": round(load_at_start, 2),
+        "difficulty": args.difficulty, "train_images": len(crops), "data_seconds": round(data_seconds, 1),
         "batch_size": args.batch_size, "rounds": args.rounds, "lr": args.lr, "pretrain_lr": args.pretrain_lr,
-        "vision_pretraining": pretrain, "locllm_stage": locllm, "total_seconds": round(training_seconds, 1),
-        "trainable_parameters": model.trainable_parameter_count(),
-        "parameters": sum(p.numel() for p in model.parameters()), "vocabulary": len(tokenizer),
+        "vision_pretraining": stage_figures(pretrain), "locllm_stage": stage_figures(locllm),
+        "total_seconds": round(training_seconds, 1), "trainable_parameters": locllm.trainable_parameters,
+        "parameters": sum(p.numel() for p in model.parameters()), "vocabulary": len(localizer.tokenizer),
         "checkpoint_bytes": sum(f.stat().st_size for f in out.iterdir() if f.is_file() and f.name != "TRAINING.md"),
         "heldout": report,
     }
     (out / "TRAINING.md").write_text(training_notes(summary))
     passed = report["coco"]["pck@0.1"] >= 0.5
-    log(f"COCO PCK@0.1 {report['coco']['pck@0.1']:.3f} {'meets' if passed else 'misses'} the demo's bar of 0.5 "
-        f"(mean-pose baseline {report['coco']['baseline_pck@0.1']:.3f}); checkpoint in {out} "
-        f"({summary['checkpoint_bytes'] / 1e6:.1f} MB)")
+    print(f"COCO PCK@0.1 {report['coco']['pck@0.1']:.3f} {'meets' if passed else 'misses'} the demo's bar of 0.5 "
+          f"(mean-pose baseline {report['coco']['baseline_pck@0.1']:.3f}); checkpoint in {out} "
+          f"({summary['checkpoint_bytes'] / 1e6:.1f} MB)")
     return summary
+
+
+def stage_figures(result: TrainResult) -> dict:
+    seconds = result.global_step / result.steps_per_second if result.steps_per_second else 0.0
+    return {"steps": result.global_step, "seconds": round(seconds, 1), "steps_per_second": round(result.steps_per_second, 3),
+            "loss": round(result.loss, 4), "checkpoint": str(result.checkpoint)}
 
 
 def training_notes(summary: dict) -> str:
@@ -165,8 +170,8 @@ A tiny LocLLM ({summary['parameters'] / 1e6:.2f}M parameters) that answers "wher
 
 - Device: {summary['device']}; load average {summary['load_average_at_start']} at the start. Total time, data and evaluation included: {summary['total_seconds'] / 60:.1f} min. Files: {summary['checkpoint_bytes'] / 1e6:.1f} MB.
 - Data: {summary['train_images']} single-figure SynthPose scenes (difficulty "{summary['difficulty']}", rendered at {RENDER_SIZES[0]}-{RENDER_SIZES[1]} px, seed {TRAIN_SEED}), each person cut out by its box into a {CROP_SIZE} px crop as the inference path does; rendered in {summary['data_seconds']:.0f} s.
-- Vision tower: a Dinov2 (128-d, 4 layers, 4 heads, patch 8, 64 patch tokens) **pre-trained on SynthPose itself**, the honest stand-in for the paper's DINOv2: a linear head per keypoint classified which patch holds each keypoint (cross-entropy over the 64 patches, soft bilinear targets); {pre['steps']} steps of {batch} crops, AdamW lr {summary['pretrain_lr']:g}, cosine, {pre['seconds']:.0f} s, final patch accuracy {pre['patch_accuracy']:.2f}. The head was then dropped and the tower frozen.
-- LocLLM stage: exactly the paper's objective, next-token cross-entropy on the answer tokens only. The projector and a randomly initialized Llama (128-d, 4 layers, 4 heads) trained in full (the LM has no pretraining, so no LoRA); {stage['steps']} steps of {batch} conversations with up to {summary['rounds']} keypoints each (the paper's multi-round samples) and the keypoint descriptions (the paper's default prompt); AdamW lr {summary['lr']:g}, weight decay 0.05, cosine; {stage['seconds']:.0f} s at {stage['steps_per_second']:.2f} steps/s, {stage.get('tokens_per_sequence', 0):.0f} tokens per sequence on average.
+- Vision tower: a Dinov2 (128-d, 4 layers, 4 heads, patch 8, 64 patch tokens) **pre-trained on SynthPose itself**, the honest stand-in for the paper's DINOv2: a linear head per keypoint classified which patch holds each keypoint (cross-entropy over the 64 patches, soft bilinear targets); {pre['steps']} steps of {batch} crops, AdamW lr {summary['pretrain_lr']:g}, cosine, {pre['seconds']:.0f} s, final loss {pre['loss']:.3f}. The head was then dropped and the tower frozen.
+- LocLLM stage: exactly the paper's objective, next-token cross-entropy on the answer tokens only. The projector and a randomly initialized Llama (128-d, 4 layers, 4 heads) trained in full (the LM has no pretraining, so no LoRA); {stage['steps']} steps of {batch} conversations with up to {summary['rounds']} keypoints each (the paper's multi-round samples) and the keypoint descriptions (the paper's default prompt); AdamW lr {summary['lr']:g}, weight decay 0.05, cosine; {stage['seconds']:.0f} s at {stage['steps_per_second']:.2f} steps/s, final loss {stage['loss']:.3f}.
 - Tokenizer: a word-level BPE trained in code on our prompt vocabulary (`locllm.prompts.demo_tokenizer`, {summary['vocabulary']} tokens); digits, `.`, `,`, `[`, `]` are single tokens, so answers are the paper's decimal text with 3 decimals.
 - Keypoints: the 17 COCO keypoints and the neck (which `locllm demo` asks by description). The pelvis was never trained, in either stage: it is asked zero-shot, by its description only.
 
@@ -184,14 +189,14 @@ These figures hold for this toy setting only: the tower was pre-trained on the s
 
 ## Reproducing it
 
-Run the command above. A timed run (`--minutes`) anneals its learning rate over wall-clock time, so on another machine it takes another number of steps; `--steps {stage['steps']} --pretrain-steps {pre['steps']}` instead follows the same cosine counted in steps. `pytest -m slow tests/training/test_demo_checkpoint.py` checks the shipped checkpoint on 30 scenes it has never seen (seed 2).
+Run the command above: it runs `locllm train configs/synthpose/demo_vision.yaml` and `configs/synthpose/demo_locllm.yaml` with its options as `--set` overrides. A timed run (`--minutes`) anneals its learning rate over wall-clock time, so on another machine it takes another number of steps; `--steps {stage['steps']} --pretrain-steps {pre['steps']}` instead follows the same cosine counted in steps. `pytest -m slow tests/training/test_demo_checkpoint.py` checks the shipped checkpoint on 30 scenes it has never seen (seed 2).
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m locllm.cli.demo_recipe", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="checkpoint folder to write (e.g. locllm/assets/demo)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    parser.add_argument("--runs", default="runs/synthpose/demo", help="the two stages' output_dirs go here")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, default=7000, help="LocLLM-stage steps (default 7000)")
     budget.add_argument("--minutes", type=float,
@@ -205,12 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pretrain-lr", type=float, default=1e-3, help="vision pre-training peak learning rate")
     parser.add_argument("--train-images", type=int, default=40000, help="training scenes (default 40000)")
     parser.add_argument("--heldout-images", type=int, default=500, help="held-out scenes of the final report")
-    parser.add_argument("--eval-every", type=int, default=0, help="LocLLM steps between interim held-out reports")
-    parser.add_argument("--eval-images", type=int, default=100, help="held-out scenes of an interim report")
     parser.add_argument("--seed", type=int, default=0, help="model initialization and data order")
     parser.add_argument("--workers", type=int, help="processes rendering scenes (default: one per CPU)")
-    parser.add_argument("--loader-workers", type=int, help="data loader processes (default: 0 on a CPU, up to 8 on a GPU)")
-    parser.add_argument("--cache-dir", help="keep the rendered training crops here as .npz and reuse them")
+    parser.add_argument("--loader-workers", type=int, help="data loader processes of the LocLLM stage (default: the config's)")
+    parser.add_argument("--cache-dir", help="keep the rendered training crops here as .npz and reuse them (default: RUNS/crops)")
     parser.add_argument("--json", metavar="PATH", help="also write the run's figures to PATH as JSON")
     return parser
 

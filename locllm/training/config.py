@@ -149,6 +149,8 @@ class OptimConfig:
     schedule: str = "cosine"  # cosine (to 0 after the warm-up) | constant (after the warm-up)
     epochs: int = 1
     max_steps: int | None = None  # optimizer steps; overrides epochs when set
+    max_minutes: float | None = None  # a wall-clock budget: the run stops when it is spent (or at the last step),
+    # its warm-up + cosine annealed over the time, not the steps; such a run is not repeatable step for step
     batch_size: int = 64  # samples per optimizer step, all processes together
     micro_batch_size: int = 4  # samples per forward pass in each process; the rest is gradient accumulation
     max_grad_norm: float | None = 1.0  # None: no clipping

@@ -29,12 +29,13 @@ import logging
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast, set_seed
+from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
@@ -64,6 +65,40 @@ class TrainResult:
     trainable_parameters: int
 
 
+@dataclass(frozen=True)
+class TrainingBudget:
+    """How long a run trains: ``steps`` optimizer steps, or ``seconds`` of wall-clock time (``optim.max_minutes``).
+
+    The learning rate warms up linearly over ``warmup_steps`` and then follows a cosine to 0 over the
+    budget's progress, counted in steps or in seconds: a timed run anneals fully whatever its speed (and
+    so takes another number of steps on another machine, or after a ``--resume``).
+    """
+
+    steps: int | None = None
+    seconds: float | None = None
+    warmup_steps: int = 100
+    started: float = field(default_factory=time.perf_counter, compare=False)
+
+    def __post_init__(self):
+        if (self.steps is None) == (self.seconds is None):
+            raise ValueError("give a training budget in steps or in seconds, not both or neither")
+        if (self.steps is not None and self.steps < 1) or (self.seconds is not None and self.seconds <= 0):
+            raise ValueError(f"the training budget must be positive, got {self}")
+
+    def progress(self, step: int, elapsed: float) -> float:
+        """The share of the budget used after ``step`` steps and ``elapsed`` seconds (1 ends the stage)."""
+        return step / self.steps if self.steps is not None else elapsed / self.seconds
+
+    def elapsed(self) -> float:
+        """Seconds since the budget was made (the start of the run)."""
+        return time.perf_counter() - self.started
+
+    def lr_factor(self, step: int, elapsed: float) -> float:
+        """The multiplier of the peak learning rate for the step after ``step`` steps."""
+        warmup = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+        return warmup * 0.5 * (1.0 + math.cos(math.pi * min(1.0, self.progress(step, elapsed))))
+
+
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW over the trainable parameters; weight matrices decay, biases do not (as Hugging Face's Trainer)."""
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -72,9 +107,12 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.A
     return torch.optim.AdamW(groups, lr=config.optim.lr)
 
 
-def make_scheduler(optimizer, config: TrainConfig, total_steps: int):
-    """Linear warm-up, then cosine to 0 at the last step (or constant)."""
+def make_scheduler(optimizer, config: TrainConfig, total_steps: int, budget: TrainingBudget | None = None):
+    """Linear warm-up, then cosine to 0 at the last step (or constant); with a timed ``budget``, cosine to 0
+    at the end of its time."""
     warmup = config.optim.warmup(total_steps)
+    if budget is not None:
+        return LambdaLR(optimizer, lambda step: budget.lr_factor(step, budget.elapsed()))
     if config.optim.schedule == "cosine":
         return get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
     return get_constant_schedule_with_warmup(optimizer, warmup)
@@ -126,7 +164,10 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
 
     # -- optimizer, schedule, and where to start
     optimizer = make_optimizer(model, config)
-    scheduler = make_scheduler(optimizer, config, total_steps)
+    budget = None
+    if config.optim.max_minutes is not None:
+        budget = TrainingBudget(seconds=60 * config.optim.max_minutes, warmup_steps=config.optim.warmup(total_steps))
+    scheduler = make_scheduler(optimizer, config, total_steps, budget)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     state = ckpt.TrainingState(global_step=0, epoch=0, step_in_epoch=0, sampler_seed=config.seed,
                                world_size=world_size)
@@ -178,6 +219,8 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
             if writer is not None and state.global_step % config.logging.every_steps == 0:
                 for name, value in scalars.items():
                     writer.add_scalar(f"train/{name}", value, state.global_step)
+            if budget is not None and _time_is_up(accelerator, budget, state.global_step):
+                total_steps = state.global_step  # a timed run ends here, with a checkpoint
             if state.global_step % config.checkpoint.every_steps == 0 or state.global_step == total_steps:
                 last_checkpoint = _save_checkpoint(accelerator, model, tokenizer, config, state, descriptions)
             if state.global_step == total_steps:
@@ -227,6 +270,12 @@ def _optimizer_step(model, batches, optimizer, scheduler, accelerator: Accelerat
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return loss, grad_norm
+
+
+def _time_is_up(accelerator: Accelerator, budget: TrainingBudget, global_step: int) -> bool:
+    """Whether the timed budget is spent, by the main process's clock (every process stops at the same step)."""
+    spent = torch.tensor(float(budget.progress(global_step, budget.elapsed()) >= 1), device=accelerator.device)
+    return bool(broadcast(spent).item())
 
 
 def _save_checkpoint(accelerator: Accelerator, model, tokenizer, config: TrainConfig, state: ckpt.TrainingState,

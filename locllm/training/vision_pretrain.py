@@ -19,8 +19,6 @@ a LocLLM run takes the trained tower with ``model.vision_tower_from``.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,34 +31,6 @@ from ..models.processing_locllm import LocLLMImageProcessor
 from ..models.vision import build_vision_tower, patch_features
 
 WEIGHTS_FILE = "patch_classifier.safetensors"
-
-
-@dataclass(frozen=True)
-class TrainingBudget:
-    """How long a demo stage trains: ``steps`` optimizer steps, or ``seconds`` of wall-clock time.
-
-    The learning rate warms up linearly over ``warmup_steps`` and then follows a cosine to 0 over the
-    budget's progress, counted in steps or in seconds: a timed run anneals fully whatever its speed.
-    """
-
-    steps: int | None = None
-    seconds: float | None = None
-    warmup_steps: int = 100
-
-    def __post_init__(self):
-        if (self.steps is None) == (self.seconds is None):
-            raise ValueError("give a training budget in steps or in seconds, not both or neither")
-        if (self.steps is not None and self.steps < 1) or (self.seconds is not None and self.seconds <= 0):
-            raise ValueError(f"the training budget must be positive, got {self}")
-
-    def progress(self, step: int, elapsed: float) -> float:
-        """The share of the budget used after ``step`` steps and ``elapsed`` seconds (1 ends the stage)."""
-        return step / self.steps if self.steps is not None else elapsed / self.seconds
-
-    def lr_factor(self, step: int, elapsed: float) -> float:
-        """The multiplier of the peak learning rate for the step after ``step`` steps."""
-        warmup = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
-        return warmup * 0.5 * (1.0 + math.cos(math.pi * min(1.0, self.progress(step, elapsed))))
 
 
 def build_demo_tower(config: Dinov2Config, seed: int = 0) -> nn.Module:

@@ -14,7 +14,8 @@ from locllm.evaluation.pck import pck
 from locllm.keypoints import COCO_KEYPOINTS, custom_keypoint
 from locllm.prompts import IGNORE_INDEX, DecimalCodec, PromptBuilder, PromptStyle
 from locllm.prompts.demo_tokenizer import build_demo_tokenizer
-from locllm.training.vision_pretrain import TrainingBudget, patch_targets
+from locllm.training.trainer import TrainingBudget
+from locllm.training.vision_pretrain import patch_targets
 
 SHIPPED = Path(__file__).resolve().parents[2] / "locllm" / "assets" / "demo"
 TEST_SEED = 2  # the recipe trains on seed 0 and reports on seed 1: these scenes are new to the checkpoint
@@ -87,7 +88,8 @@ def test_recipe_runs_end_to_end_at_toy_scale(tmp_path):
     out = tmp_path / "demo"
     summary_file = tmp_path / "summary.json"
     assert main(["--out", str(out), "--steps", "3", "--pretrain-steps", "3", "--batch-size", "8",
-                 "--train-images", "24", "--heldout-images", "2", "--workers", "1", "--json", str(summary_file)]) == 0
+                 "--train-images", "24", "--heldout-images", "2", "--workers", "1", "--json", str(summary_file),
+                 "--runs", str(tmp_path / "runs")]) == 0
     for name in ("config.json", "trained.safetensors", "base.safetensors", "tokenizer.json", "TRAINING.md"):
         assert (out / name).is_file(), name
     difficulty, pose = load_demo_setting(out)
