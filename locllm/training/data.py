@@ -9,7 +9,8 @@ resumed run sees exactly the batches an uninterrupted one would have.
 from __future__ import annotations
 
 import numpy as np
-from torch.utils.data import Dataset
+import torch
+from torch.utils.data import DataLoader, Dataset
 
 from ..data.datasets import (
     CaptionDataset,
@@ -96,3 +97,18 @@ def epoch_micro_batches(num_samples: int, batch_size: int, micro_batch_size: int
         for start in range(0, share, micro_batch_size):
             batches.append([(epoch, int(i)) for i in mine[start: start + micro_batch_size]])
     return batches
+
+
+def epoch_loader(dataset: MixtureDataset, collator, config: TrainConfig, epoch: int, first_step: int, rank: int,
+                 world_size: int, sampler_seed: int) -> DataLoader:
+    """This process's micro-batches of ``epoch`` from optimizer step ``first_step``, collated."""
+    dataset.set_epoch(epoch)  # before the loader copies the dataset into its workers
+    return DataLoader(
+        EpochItems(dataset),
+        batch_sampler=epoch_micro_batches(len(dataset), config.optim.batch_size, config.optim.micro_batch_size,
+                                          sampler_seed, epoch, rank, world_size, first_step),
+        collate_fn=collator,
+        num_workers=config.data.num_workers,
+        # the loader's own generator, so creating it does not advance torch's global RNG
+        generator=torch.Generator().manual_seed(config.seed + epoch),
+    )

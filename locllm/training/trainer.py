@@ -36,13 +36,12 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast, set_seed
 from torch.optim.lr_scheduler import LambdaLR
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
 from . import checkpoint as ckpt
 from .config import TrainConfig, dump_config
-from .data import EpochItems, build_dataset, epoch_micro_batches, trained_descriptions
+from .data import build_dataset, epoch_loader, trained_descriptions
 from .model_types import MODEL_TYPES, ModelType
 
 logger = logging.getLogger(__name__)
@@ -184,24 +183,13 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
         logger.info("training %d parameters on %d samples: %d steps of %d samples (%d processes x %d micro-batches "
                     "of %d), from step %d", trainable_parameters, len(dataset), total_steps, batch_size,
                     world_size, accumulation, micro_batch_size, state.global_step)
-    writer = _summary_writer(config, output_dir) if accelerator.is_main_process else None
-    progress = tqdm(total=total_steps, initial=state.global_step, desc="train", dynamic_ncols=True,
-                    disable=not (accelerator.is_main_process and config.logging.progress_bar))
+    log = StepLog(config, accelerator.is_main_process, total_steps, state.global_step)
 
     last_checkpoint = ckpt.list_checkpoints(output_dir)[-1] if ckpt.list_checkpoints(output_dir) else None
     loss, run_steps, run_seconds = math.nan, 0, 0.0
     while state.global_step < total_steps:
-        dataset.set_epoch(state.epoch)  # before the loader copies the dataset into its workers
-        loader = DataLoader(
-            EpochItems(dataset),
-            batch_sampler=epoch_micro_batches(len(dataset), batch_size, micro_batch_size, state.sampler_seed,
-                                              state.epoch, rank, world_size, state.step_in_epoch),
-            collate_fn=collator,
-            num_workers=config.data.num_workers,
-            # the loader's own generator, so creating it does not advance torch's global RNG
-            generator=torch.Generator().manual_seed(config.seed + state.epoch),
-        )
-        micro_batches = iter(loader)
+        micro_batches = iter(epoch_loader(dataset, collator, config, state.epoch, state.step_in_epoch, rank, world_size,
+                                          sampler_seed=state.sampler_seed))
         for _ in range(state.step_in_epoch, steps_per_epoch):
             started = time.perf_counter()
             batches = [next(micro_batches) for _ in range(accumulation)]
@@ -211,23 +199,15 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
             state.global_step, state.step_in_epoch = state.global_step + 1, state.step_in_epoch + 1
             if state.step_in_epoch == steps_per_epoch:  # a checkpoint written now resumes with the next epoch
                 state.epoch, state.step_in_epoch = state.epoch + 1, 0
-            scalars = {"loss": loss, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-                       "samples_per_second": run_steps * batch_size / run_seconds}
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss:.4f}", lr=f"{scalars['lr']:.2e}",
-                                 samples_s=f"{scalars['samples_per_second']:.1f}")
-            if writer is not None and state.global_step % config.logging.every_steps == 0:
-                for name, value in scalars.items():
-                    writer.add_scalar(f"train/{name}", value, state.global_step)
+            log.step(state.global_step, loss=loss, lr=scheduler.get_last_lr()[0], grad_norm=grad_norm,
+                     samples_per_second=run_steps * batch_size / run_seconds)
             if budget is not None and _time_is_up(accelerator, budget, state.global_step):
                 total_steps = state.global_step  # a timed run ends here, with a checkpoint
             if state.global_step % config.checkpoint.every_steps == 0 or state.global_step == total_steps:
                 last_checkpoint = _save_checkpoint(accelerator, model, tokenizer, config, state, descriptions)
             if state.global_step == total_steps:
                 break
-    progress.close()
-    if writer is not None:
-        writer.close()
+    log.close()
     accelerator.end_training()
     return TrainResult(
         global_step=state.global_step, total_steps=total_steps, loss=loss, checkpoint=last_checkpoint,
@@ -302,9 +282,28 @@ def _save_checkpoint(accelerator: Accelerator, model, tokenizer, config: TrainCo
     return temporary.with_name(ckpt.checkpoint_name(state.global_step))
 
 
-def _summary_writer(config: TrainConfig, output_dir: Path):
-    if not config.logging.tensorboard:
-        return None
-    from torch.utils.tensorboard import SummaryWriter
+class StepLog:
+    """The main process's progress bar and TensorBoard scalars (``output_dir/tensorboard``)."""
 
-    return SummaryWriter(str(output_dir / "tensorboard"))
+    def __init__(self, config: TrainConfig, is_main_process: bool, total_steps: int, initial_step: int):
+        self.every_steps = config.logging.every_steps
+        self.progress = tqdm(total=total_steps, initial=initial_step, desc="train", dynamic_ncols=True,
+                             disable=not (is_main_process and config.logging.progress_bar))
+        self.writer = None
+        if is_main_process and config.logging.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(Path(config.output_dir) / "tensorboard"))
+
+    def step(self, global_step: int, **scalars: float) -> None:
+        self.progress.update(1)
+        self.progress.set_postfix(loss=f"{scalars['loss']:.4f}", lr=f"{scalars['lr']:.2e}",
+                                  samples_s=f"{scalars['samples_per_second']:.1f}")
+        if self.writer is not None and global_step % self.every_steps == 0:
+            for name, value in scalars.items():
+                self.writer.add_scalar(f"train/{name}", value, global_step)
+
+    def close(self) -> None:
+        self.progress.close()
+        if self.writer is not None:
+            self.writer.close()
