@@ -96,11 +96,7 @@ def build_model_config(config: TrainConfig, tokenizer, style: PromptStyle) -> Lo
                                     text_model_name_or_path=start.text_model_name_or_path,
                                     image_size=start.image_size, image_mean=start.image_mean, image_std=start.image_std,
                                     image_token_id=image_token_id)
-    for sub_config, overrides in ((model_config.vision_config, m.vision), (model_config.text_config, m.text)):
-        for key, value in overrides.items():
-            if not hasattr(sub_config, key):
-                raise ValueError(f"model: {type(sub_config).__name__} has no field {key!r}")
-            setattr(sub_config, key, value)
+    override_towers(model_config.vision_config, model_config.text_config, config)
     if m.image_size is not None:
         model_config.image_size = m.image_size
     stage1 = config.optim.stage == 1
@@ -118,6 +114,15 @@ def build_model_config(config: TrainConfig, tokenizer, style: PromptStyle) -> Lo
     model_config.coordinate_ndim = config.prompt.ndim
     model_config.coordinate_codec = answer_codec(config).to_dict()  # inference reads answers the same way
     return model_config
+
+
+def override_towers(vision_config, text_config, config: TrainConfig) -> None:
+    """Set the model section's ``vision`` / ``text`` fields on the two towers' configs (unknown ones are errors)."""
+    for sub_config, overrides in ((vision_config, config.model.vision), (text_config, config.model.text)):
+        for key, value in overrides.items():
+            if not hasattr(sub_config, key):
+                raise ValueError(f"model: {type(sub_config).__name__} has no field {key!r}")
+            setattr(sub_config, key, value)
 
 
 def build_model(config: TrainConfig, model_config: LocLLMConfig, base_dtype: torch.dtype | None):
@@ -239,11 +244,7 @@ def build_clip_baseline(config: TrainConfig, resume: str | Path | None,
     tokenizer = build_char_tokenizer() if m.tokenizer == "char" else AutoTokenizer.from_pretrained(m.tokenizer or path)
     model_config = clip_baseline_config(m.size or "paper", tokenizer=tokenizer)  # a path replaces these towers
     towers = model_config.clip_config
-    for sub_config, overrides in ((towers.vision_config, m.vision), (towers.text_config, m.text)):
-        for key, value in overrides.items():
-            if not hasattr(sub_config, key):
-                raise ValueError(f"model: {type(sub_config).__name__} has no field {key!r}")
-            setattr(sub_config, key, value)
+    override_towers(towers.vision_config, towers.text_config, config)
     for key in CLIP_BASELINE_SHARED_FIELDS:
         if getattr(m, key) is not None:
             setattr(model_config, key, getattr(m, key))
