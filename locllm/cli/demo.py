@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from .common import add_json_argument, write_json
 
+REPORT_LABELS = {"coco": "COCO 17 keypoints", "neck": "neck (trained, asked by description)",
+                 "pelvis": "pelvis (never trained, zero-shot)"}
+
 
 def add_parser(parser) -> None:
     parser.add_argument("--out", default="demo_output", help="folder for the annotated pictures")
@@ -27,15 +30,10 @@ def add_parser(parser) -> None:
 def run(args) -> int:
     import torch
 
+    from ..data.synth.demo import DEMO_KEYPOINTS, NOVEL_KEYPOINTS, load_demo_setting
     from ..engine import Localizer
     from ..engine.demo import demo_checkpoint, write_demo_pictures
-    from ..training.demo_recipe import (
-        DEMO_KEYPOINTS,
-        NOVEL_KEYPOINTS,
-        evaluate_pck,
-        format_report,
-        load_demo_setting,
-    )
+    from ..evaluation.demo import evaluate_pck
 
     torch.set_num_threads(args.threads)
     checkpoint = args.checkpoint or demo_checkpoint()
@@ -52,3 +50,18 @@ def run(args) -> int:
     print(f"pictures: {', '.join(pictures['pictures'])}")
     write_json(args.json, {"checkpoint": str(checkpoint), "held_out": report, **pictures})
     return 0
+
+
+def format_report(report: dict) -> str:
+    """The held-out report of :func:`~locllm.evaluation.demo.evaluate_pck` as a table: model and mean-pose baseline."""
+    lines = [
+        f"held-out SynthPose ({report['difficulty']}): {report['num_images']} scenes (seed {report['seed']}); "
+        "PCK normalizer: "
+        f"{report['normalizer']}; {report['malformed_answers']} malformed answers",
+        f"{'keypoints':<40} {'PCK@0.1':>8} {'PCK@0.05':>9}   mean-pose baseline: {'PCK@0.1':>8} {'PCK@0.05':>9}",
+    ]
+    for group, label in REPORT_LABELS.items():
+        r = report[group]
+        lines.append(f"{label + ' (n=' + str(r['num_keypoints']) + ')':<40} {r['pck@0.1']:>8.3f} {r['pck@0.05']:>9.3f}"
+                     f"   {'':<20}{r['baseline_pck@0.1']:>8.3f} {r['baseline_pck@0.05']:>9.3f}")
+    return "\n".join(lines)

@@ -22,7 +22,7 @@ def demo_checkpoint() -> Path:
     if not (DEMO_CHECKPOINT / "config.json").is_file():
         raise FileNotFoundError(
             f"the demo checkpoint is missing from {DEMO_CHECKPOINT}; rebuild it with "
-            "`python -m locllm.training.demo_recipe --out locllm/assets/demo` or pass --checkpoint"
+            "`python -m locllm.cli.demo_recipe --out locllm/assets/demo` or pass --checkpoint"
         )
     return DEMO_CHECKPOINT
 

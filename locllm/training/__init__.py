@@ -1,4 +1,5 @@
-"""Training: the YAML config, the batch collator, checkpoints, and the accelerate training loop."""
+"""Training: the YAML config, the model-type table (builder, collator, loss), the data order, atomic
+checkpoints, and the one accelerate training loop."""
 
 from .collator import TrainingCollator
 from .config import TrainConfig, load_config

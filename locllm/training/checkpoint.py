@@ -1,39 +1,51 @@
-"""Training checkpoints: written atomically, read without unpickling arbitrary objects.
+"""What a training checkpoint holds, and the one thing accelerate does not do for it: write it atomically.
 
     OUTPUT_DIR/checkpoints/step-0001000/
         config.json, trained.safetensors, [base.safetensors]   the model (``save_pretrained``): loadable
-        tokenizer files                                        as is by ``from_pretrained`` and ``locllm eval``
+        tokenizer files, descriptions.json                      as is by ``from_pretrained`` and ``locllm eval``
         train_config.yaml                                      the resolved training config
-        training_state.pt                                      optimizer, scheduler, step, data position
-        rng_state_rank{R}.pt                                   python / numpy / torch RNG of process R
+        training_state.json                                    step and data position (plain JSON)
+        optimizer.bin, scheduler.bin, random_states_{R}.pkl    ``Accelerator.save_state`` (tensors and plain
+                                                               values, read with ``torch.load(weights_only=True)``)
 
-A checkpoint is written into ``step-0001000.tmp`` and renamed when complete, so a crash never leaves a
-half-written ``step-*`` folder; the ``keep_last`` newest complete ones are kept. Everything is read with
-``torch.load(weights_only=True)`` or safetensors.
+accelerate's own ``ProjectConfiguration(automatic_checkpoint_naming=True, total_limit=N)`` writes straight
+into the final ``checkpoint_<i>`` folder and deletes the oldest checkpoint *before* writing the new one,
+so a run killed while saving leaves a half-written folder and one complete checkpoint fewer. Here a
+checkpoint is written into ``step-0001000.tmp`` and renamed when complete, and only then are all but
+the ``keep_last`` newest complete ones deleted.
 """
 
 from __future__ import annotations
 
-import random
+import json
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-
 CHECKPOINT_PATTERN = re.compile(r"step-(\d+)")
-TRAINING_STATE = "training_state.pt"
+TRAINING_STATE = "training_state.json"
 
 
 @dataclass
-class DataPosition:
-    """Where the run is in its data: the next optimizer step is step ``step_in_epoch`` of ``epoch``."""
+class TrainingState:
+    """Where the run is: ``global_step`` steps done; the next one is step ``step_in_epoch`` of ``epoch``."""
 
+    global_step: int
     epoch: int
     step_in_epoch: int
     sampler_seed: int
+    world_size: int  # processes that wrote the checkpoint (each saved its own RNG state)
+
+    def save(self, folder: Path) -> None:
+        (Path(folder) / TRAINING_STATE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> TrainingState:
+        path = Path(folder) / TRAINING_STATE
+        if not path.is_file():
+            raise FileNotFoundError(f"{folder} is not a training checkpoint (no {TRAINING_STATE})")
+        return cls(**json.loads(path.read_text()))
 
 
 def checkpoint_name(global_step: int) -> str:
@@ -57,6 +69,10 @@ def latest_checkpoint(output_dir: str | Path) -> Path:
     return found[-1]
 
 
+def temporary_checkpoint_dir(output_dir: str | Path, global_step: int) -> Path:
+    return Path(output_dir) / "checkpoints" / f"{checkpoint_name(global_step)}.tmp"
+
+
 def begin_checkpoint(output_dir: str | Path, global_step: int) -> Path:
     """A fresh temporary folder for the checkpoint of ``global_step`` (main process only)."""
     temporary = temporary_checkpoint_dir(output_dir, global_step)
@@ -64,10 +80,6 @@ def begin_checkpoint(output_dir: str | Path, global_step: int) -> Path:
         shutil.rmtree(temporary)  # left over by a run that died while writing
     temporary.mkdir(parents=True)
     return temporary
-
-
-def temporary_checkpoint_dir(output_dir: str | Path, global_step: int) -> Path:
-    return Path(output_dir) / "checkpoints" / f"{checkpoint_name(global_step)}.tmp"
 
 
 def finish_checkpoint(temporary: Path, keep_last: int) -> Path:
@@ -79,60 +91,3 @@ def finish_checkpoint(temporary: Path, keep_last: int) -> Path:
     for old in list_checkpoints(final.parent.parent)[:-keep_last]:
         shutil.rmtree(old)
     return final
-
-
-def save_training_state(folder: Path, optimizer, scheduler, global_step: int, position: DataPosition,
-                        world_size: int) -> None:
-    torch.save(
-        {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "global_step": global_step,
-            "epoch": position.epoch,
-            "step_in_epoch": position.step_in_epoch,
-            "sampler_seed": position.sampler_seed,
-            "world_size": world_size,
-        },
-        folder / TRAINING_STATE,
-    )
-
-
-def load_training_state(folder: Path) -> dict:
-    path = Path(folder) / TRAINING_STATE
-    if not path.is_file():
-        raise FileNotFoundError(f"{folder} is not a training checkpoint (no {TRAINING_STATE})")
-    return torch.load(path, weights_only=True)
-
-
-def save_rng_state(folder: Path, rank: int) -> None:
-    """This process's random number generators (LoRA dropout draws from torch's)."""
-    numpy_state = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        # numpy's key array as a tensor: weights_only loading accepts tensors, not numpy arrays
-        "numpy": (numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save(state, folder / f"rng_state_rank{rank}.pt")
-
-
-def load_rng_state(folder: Path, rank: int) -> bool:
-    """Restore this process's generators; False when the checkpoint has none for ``rank``."""
-    path = Path(folder) / f"rng_state_rank{rank}.pt"
-    if not path.is_file():
-        return False
-    state = torch.load(path, weights_only=True)
-    random.setstate(_as_tuples(state["python"]))
-    name, key, *rest = state["numpy"]
-    np.random.set_state((name, key.numpy().astype(np.uint32), *rest))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    return True
-
-
-def _as_tuples(value):
-    """random.setstate needs the nested tuples it gave (a round trip may turn them into lists)."""
-    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value

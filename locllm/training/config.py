@@ -39,13 +39,19 @@ class ModelConfig:
     ``image_size``, the LoRA fields and ``train_*_base`` (the image / text tower) mean the same;
     ``clip_baseline`` holds its own fields (``clip_model_name_or_path``, the head, the text template), and
     each sample is asked about ``prompt.max_rounds`` of its visible keypoints.
+
+    ``type: patch_classifier`` pre-trains a vision tower alone (:mod:`locllm.training.vision_pretrain`):
+    a random Dinov2 of the ``vision`` fields (``image_size``, ``patch_size``, ``hidden_size``, ...) with a
+    linear head scoring each of ``num_keypoints`` keypoints over the patches. A LocLLM run starts its tower
+    from such a run with ``vision_tower_from``.
     """
 
-    type: str = "locllm"  # locllm | clip_baseline
+    type: str = "locllm"  # locllm | clip_baseline | patch_classifier
     size: str | None = "tiny"  # tiny | small | paper (random weights); None: both base paths, or init_from's architecture
     vision_model_name_or_path: str | None = None  # HF folder or a reference dinov2_vit*_pretrain.pth
     text_model_name_or_path: str | None = None  # HF folder of a causal LM (Vicuna-7B v1.5 in the paper)
-    tokenizer: str | None = None  # "char" (the built-in character tokenizer), a path, or None: the text model's
+    tokenizer: str | None = None  # "char" (the built-in character tokenizer), "demo" (the demo's word-level
+    # tokenizer), a path, or None: the text model's
     vision: dict = field(default_factory=dict)  # e.g. {patch_size: 8} for a tiny tower
     text: dict = field(default_factory=dict)  # e.g. {hidden_size: 128, num_hidden_layers: 4}
     image_size: int | None = None  # None: the size's default (224 for small and paper)
@@ -63,10 +69,17 @@ class ModelConfig:
     # with size null its architecture and (without model.tokenizer) its tokenizer are used
     gradient_checkpointing: bool = False  # recompute the LM's activations in backward (7B on 24 GB GPUs)
     clip_baseline: dict = field(default_factory=dict)  # type clip_baseline: its CLIPBaselineConfig fields
+    vision_tower_from: str | None = None  # a patch_classifier checkpoint (or its run's output_dir) whose tower
+    # weights replace the random tower's (same tower fields)
+    num_keypoints: int | None = None  # type patch_classifier: keypoints the head scores (the datasets' K)
 
     def __post_init__(self):
-        if self.type not in ("locllm", "clip_baseline"):
-            raise ValueError(f"model.type must be 'locllm' or 'clip_baseline', got {self.type!r}")
+        if self.type not in ("locllm", "clip_baseline", "patch_classifier"):
+            raise ValueError(f"model.type must be 'locllm', 'clip_baseline' or 'patch_classifier', got {self.type!r}")
+        if self.type == "patch_classifier":
+            if not self.num_keypoints:
+                raise ValueError("model.type patch_classifier needs model.num_keypoints")
+            return
         if self.type == "clip_baseline":
             clip_path = self.clip_baseline.get("clip_model_name_or_path")
             if self.size is None and not clip_path:
@@ -136,6 +149,8 @@ class OptimConfig:
     schedule: str = "cosine"  # cosine (to 0 after the warm-up) | constant (after the warm-up)
     epochs: int = 1
     max_steps: int | None = None  # optimizer steps; overrides epochs when set
+    max_minutes: float | None = None  # a wall-clock budget: the run stops when it is spent (or at the last step),
+    # its warm-up + cosine annealed over the time, not the steps; such a run is not repeatable step for step
     batch_size: int = 64  # samples per optimizer step, all processes together
     micro_batch_size: int = 4  # samples per forward pass in each process; the rest is gradient accumulation
     max_grad_norm: float | None = 1.0  # None: no clipping

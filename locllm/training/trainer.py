@@ -15,6 +15,11 @@ every supervised answer token of the whole batch, whatever the split, so one pro
 and several without take the same steps. The data order is a permutation seeded by (seed, epoch); with
 the datasets' and the collator's per-sample seeds and the saved RNG states this makes ``--resume``
 continue exactly where the checkpoint was written.
+
+What depends on ``model.type`` (building the model, its collator, its loss) comes from one row of
+:data:`~locllm.training.model_types.MODEL_TYPES`; everything else is this one loop. Checkpoints are
+``Accelerator.save_state`` (optimizer, schedule, every process's RNG) plus our export of the trained
+weights, written atomically (:mod:`.checkpoint`).
 """
 
 from __future__ import annotations
@@ -24,48 +29,23 @@ import logging
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
-from torch.utils.data import DataLoader, Dataset
+from accelerate.utils import broadcast, set_seed
+from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer, get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
+from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
-from ..data.datasets import (
-    CaptionDataset,
-    CocoKeypointDataset,
-    Human36MDataset,
-    MixtureDataset,
-    MpiiDataset,
-    PoseDataset,
-)
-from ..keypoints import load_keypoint_table
-from ..models import LocLLMConfig, LocLLMForKeypointLocalization
-from ..models.clip_baseline import CLIPBaselineCollator, CLIPBaselineForKeypointHeatmaps, clip_baseline_config
-from ..models.modeling_base import TRAINED_WEIGHTS, read_checkpoint_tensors
-from ..models.processing_locllm import LocLLMImageProcessor
-from ..models.tiny import locllm_config
-from ..prompts import (
-    IGNORE_INDEX,
-    DecimalCodec,
-    LocationTokenCodec,
-    PromptBuilder,
-    PromptStyle,
-    build_char_tokenizer,
-    build_codec,
-)
 from . import checkpoint as ckpt
-from .collator import TrainingCollator
 from .config import TrainConfig, dump_config
+from .data import build_dataset, epoch_loader, trained_descriptions
+from .model_types import MODEL_TYPES, ModelType
 
 logger = logging.getLogger(__name__)
 
-DATASET_TYPES = {"coco": CocoKeypointDataset, "mpii": MpiiDataset, "h36m": Human36MDataset, "captions": CaptionDataset}
-SAMPLER_STREAM = 2  # keeps the data order independent of the other seeded draws
 DESCRIPTIONS_FILE = "descriptions.json"  # a checkpoint's keypoint table, as Localizer.from_pretrained reads it
 
 
@@ -84,255 +64,71 @@ class TrainResult:
     trainable_parameters: int
 
 
-# ---------------------------------------------------------------------------- construction
+@dataclass(frozen=True)
+class TrainingBudget:
+    """How long a run trains: ``steps`` optimizer steps, or ``seconds`` of wall-clock time (``optim.max_minutes``).
 
-
-def build_prompt_style(config: TrainConfig) -> PromptStyle:
-    style = PromptStyle.reference() if config.prompt.style == "reference" else PromptStyle.default()
-    changes = {"with_description": config.prompt.with_description}
-    if config.prompt.question_template is not None:
-        changes["question_template"] = config.prompt.question_template
-    return PromptStyle.from_dict({**style.to_dict(), **changes})
-
-
-def build_tokenizer(config: TrainConfig, style: PromptStyle):
-    """The model's tokenizer with every token the prompts need: the image token (Llama: a new id 32000, as
-    in the reference) and, for that coordinate format, the location tokens. Its length is final here."""
-    m = config.model
-    name = m.tokenizer or m.text_model_name_or_path or starting_checkpoint(m.init_from)
-    tokenizer = build_char_tokenizer() if name == "char" else AutoTokenizer.from_pretrained(name)
-    tokenizer.add_tokens([style.image_token], special_tokens=True)  # a no-op when the tokenizer has it
-    if config.prompt.coordinates == "location_tokens":
-        tokenizer.add_tokens(answer_codec(config).new_tokens())
-    return tokenizer
-
-
-def answer_codec(config: TrainConfig) -> DecimalCodec | LocationTokenCodec:
-    """The coordinate format of the answers: prompt.coordinates names a codec type."""
-    return build_codec({"type": config.prompt.coordinates, "ndim": config.prompt.ndim})
-
-
-def build_model_config(config: TrainConfig, tokenizer, style: PromptStyle) -> LocLLMConfig:
-    """The LocLLMConfig the config's model section describes (bases not loaded yet)."""
-    m = config.model
-    image_token_id = tokenizer.convert_tokens_to_ids(style.image_token)
-    if m.size is not None:
-        model_config = locllm_config(m.size, vocab_size=len(tokenizer), image_token_id=image_token_id)
-    elif m.vision_model_name_or_path and m.text_model_name_or_path:
-        model_config = LocLLMConfig(image_token_id=image_token_id)
-    else:  # the architecture of the checkpoint training starts from: its towers, crop size and normalization
-        start = LocLLMConfig.from_pretrained(starting_checkpoint(m.init_from))
-        model_config = LocLLMConfig(vision_config=start.vision_config, text_config=start.text_config,
-                                    vision_model_name_or_path=start.vision_model_name_or_path,
-                                    text_model_name_or_path=start.text_model_name_or_path,
-                                    image_size=start.image_size, image_mean=start.image_mean, image_std=start.image_std,
-                                    image_token_id=image_token_id)
-    for sub_config, overrides in ((model_config.vision_config, m.vision), (model_config.text_config, m.text)):
-        for key, value in overrides.items():
-            if not hasattr(sub_config, key):
-                raise ValueError(f"model: {type(sub_config).__name__} has no field {key!r}")
-            setattr(sub_config, key, value)
-    if m.image_size is not None:
-        model_config.image_size = m.image_size
-    stage1 = config.optim.stage == 1
-    model_config.vision_model_name_or_path = m.vision_model_name_or_path or model_config.vision_model_name_or_path
-    model_config.text_model_name_or_path = m.text_model_name_or_path or model_config.text_model_name_or_path
-    model_config.image_token = style.image_token
-    model_config.projector_type = m.projector_type
-    model_config.lora_vision = m.lora_vision and not stage1
-    model_config.lora_text = m.lora_text and not stage1
-    model_config.train_vision_base = m.train_vision_base and not stage1
-    model_config.train_text_base = m.train_text_base and not stage1
-    model_config.lora_r, model_config.lora_alpha, model_config.lora_dropout = m.lora_r, m.lora_alpha, m.lora_dropout
-    model_config.vision_lora_targets, model_config.text_lora_targets = m.vision_lora_targets, m.text_lora_targets
-    model_config.prompt_style = style.to_dict()
-    model_config.coordinate_ndim = config.prompt.ndim
-    model_config.coordinate_codec = answer_codec(config).to_dict()  # inference reads answers the same way
-    return model_config
-
-
-def build_model(config: TrainConfig, model_config: LocLLMConfig, base_dtype: torch.dtype | None):
-    """A fresh model: bases from their paths (or random for a ``size``), projector random, LoRA B zero;
-    then ``model.init_from``'s weights (a stage-1 checkpoint) where it has them."""
-    if config.prompt.coordinates == "location_tokens" and config.model.text_model_name_or_path:
-        raise ValueError(
-            "prompt.coordinates=location_tokens adds vocabulary, but a checkpoint whose LM is loaded from "
-            "text_model_name_or_path cannot restore resized embeddings yet; use a model without a text base path"
-        )
-    torch.manual_seed(config.seed)  # random bases and projector are the same in every process
-    model = LocLLMForKeypointLocalization.from_bases(model_config, dtype=base_dtype)
-    if config.model.init_from:
-        load_initial_weights(model, starting_checkpoint(config.model.init_from))
-    return model
-
-
-def starting_checkpoint(init_from: str | Path | None) -> Path | None:
-    """``model.init_from`` as a checkpoint folder: itself, or a run's output_dir's newest checkpoint."""
-    if init_from is None:
-        return None
-    folder = Path(init_from)
-    return folder if (folder / "config.json").is_file() else ckpt.latest_checkpoint(folder)
-
-
-def load_initial_weights(model: LocLLMForKeypointLocalization, folder: Path) -> None:
-    """Copy every tensor of checkpoint ``folder`` into ``model``: the projector (and a stage-1 LoRA-free
-    checkpoint's own bases, for models without base paths); new LoRA weights keep their initialization."""
-    state = read_checkpoint_tensors(folder)
-    if not state:
-        raise FileNotFoundError(f"model.init_from: {folder} holds no {TRAINED_WEIGHTS}")
-    own = model.state_dict()
-    # a layer that gained LoRA keeps its weight under .base_layer (stage 1 has none)
-    state = {_base_layer_name(key, own): value for key, value in state.items()}
-    unexpected = [k for k in state if k not in own]
-    mismatched = [k for k in state if k in own and own[k].shape != state[k].shape]
-    if unexpected or mismatched or not any(k.startswith("projector.") for k in state):
-        raise ValueError(
-            f"model.init_from: {folder} does not fit this model: unknown tensors {unexpected[:5]}, "
-            f"other shapes {mismatched[:5]}; it must hold the projector"
-        )
-    with torch.no_grad():
-        for key, value in state.items():
-            own[key].copy_(value)
-
-
-def _base_layer_name(key: str, own: dict) -> str:
-    module, _, leaf = key.rpartition(".")
-    wrapped = f"{module}.base_layer.{leaf}"
-    return wrapped if key not in own and wrapped in own else key
-
-
-def train_embeddings_for_new_tokens(model: LocLLMForKeypointLocalization) -> None:
-    """Location tokens are new vocabulary: their input and output embeddings must learn (the paper's ablation)."""
-    for embedding in (model.language_model.get_input_embeddings(), model.language_model.get_output_embeddings()):
-        embedding.weight.data = embedding.weight.data.float()
-        embedding.weight.requires_grad_(True)
-
-
-# Set by the model section's own fields; model.clip_baseline holds only what the baseline alone has.
-CLIP_BASELINE_SHARED_FIELDS = ("image_size", "lora_vision", "lora_text", "lora_r", "lora_alpha", "lora_dropout",
-                               "train_vision_base", "train_text_base")
-
-
-def build_clip_baseline(config: TrainConfig, resume: str | Path | None,
-                        base_dtype: torch.dtype | None) -> tuple[CLIPBaselineForKeypointHeatmaps, object]:
-    """``model.type: clip_baseline``: the model and its tokenizer, from ``resume`` or fresh (head random,
-    LoRA B zero) on the CLIP weights of ``model.clip_baseline.clip_model_name_or_path`` or of a ``size``."""
-    if resume is not None:
-        return (CLIPBaselineForKeypointHeatmaps.from_pretrained(resume, dtype=base_dtype),
-                AutoTokenizer.from_pretrained(resume))
-    m = config.model
-    if config.optim.stage != 2 or m.init_from:
-        raise ValueError("model.type clip_baseline trains in one stage (optim.stage 2), without model.init_from")
-    shared = sorted(set(m.clip_baseline) & set(CLIP_BASELINE_SHARED_FIELDS))
-    if shared:
-        raise ValueError(f"model.clip_baseline: set {shared} in the model section itself")
-    path = m.clip_baseline.get("clip_model_name_or_path")
-    tokenizer = build_char_tokenizer() if m.tokenizer == "char" else AutoTokenizer.from_pretrained(m.tokenizer or path)
-    model_config = clip_baseline_config(m.size or "paper", tokenizer=tokenizer)  # a path replaces these towers
-    towers = model_config.clip_config
-    for sub_config, overrides in ((towers.vision_config, m.vision), (towers.text_config, m.text)):
-        for key, value in overrides.items():
-            if not hasattr(sub_config, key):
-                raise ValueError(f"model: {type(sub_config).__name__} has no field {key!r}")
-            setattr(sub_config, key, value)
-    for key in CLIP_BASELINE_SHARED_FIELDS:
-        if getattr(m, key) is not None:
-            setattr(model_config, key, getattr(m, key))
-    for key, value in m.clip_baseline.items():
-        if not hasattr(model_config, key):
-            raise ValueError(f"model.clip_baseline: CLIPBaselineConfig has no field {key!r}")
-        setattr(model_config, key, value)
-    model_config.check_geometry()
-    torch.manual_seed(config.seed)  # random towers and head are the same in every process
-    return CLIPBaselineForKeypointHeatmaps.from_bases(model_config, dtype=base_dtype), tokenizer
-
-
-def build_dataset(config: TrainConfig, crop_size: int) -> MixtureDataset:
-    """The mixture of the config's datasets, in training mode. A dataset's ``keypoints``, when given, is the
-    path of a keypoint table (:func:`~locllm.keypoints.load_keypoint_table`): its own keypoints, in the order
-    of its annotations (with ``keypoint_field`` for a COCO file that keeps them under another key)."""
-    parts = []
-    for i, spec in enumerate(config.data.datasets):
-        if spec.type not in DATASET_TYPES:
-            raise ValueError(f"data.datasets.{i}.type {spec.type!r} is unknown; known: {', '.join(DATASET_TYPES)}")
-        if spec.type == "captions":
-            managed = {"image_size": crop_size}
-        else:
-            managed = {"train": True, "crop_size": crop_size, "augmentation": config.data.augmentation,
-                       "exclude_keypoints": config.data.exclude_keypoints, "seed": config.seed}
-        clash = sorted(set(spec.args) & set(managed))
-        if clash:
-            raise ValueError(f"data.datasets.{i}: {clash} are set by the trainer (data.crop_size, data.augmentation, ...)")
-        args = dict(spec.args)
-        if "keypoints" in args:
-            args["keypoints"] = load_keypoint_table(args["keypoints"])
-        try:
-            parts.append(DATASET_TYPES[spec.type](**args, **managed))
-        except TypeError as error:
-            raise ValueError(f"data.datasets.{i} ({spec.type}): {error}") from None
-    return MixtureDataset(parts, [spec.repeat for spec in config.data.datasets], seed=config.seed)
-
-
-def trained_descriptions(dataset: MixtureDataset) -> dict[str, str]:
-    """Every keypoint the datasets ask about, with the description its prompts give: the checkpoint's
-    ``descriptions.json``, so that inference asks a keypoint by its name alone, in the words it was trained with."""
-    descriptions: dict[str, str] = {}
-    for part in dataset.datasets:
-        if isinstance(part, PoseDataset):
-            for keypoint in part.keypoints:
-                descriptions.setdefault(keypoint.name, keypoint.description)
-    return descriptions
-
-
-class _EpochItems(Dataset):
-    """Keys ``(epoch, index)`` -> ``(epoch, index, sample)``: the collator seeds its choices with them."""
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[int, int]):
-        epoch, index = key
-        return epoch, index, self.dataset[index]
-
-
-def epoch_micro_batches(num_samples: int, batch_size: int, micro_batch_size: int, seed: int, epoch: int,
-                        rank: int, world_size: int, first_step: int = 0) -> list[list[tuple[int, int]]]:
-    """This process's micro-batches of ``(epoch, index)`` keys, from optimizer step ``first_step`` of the epoch.
-
-    The epoch is a permutation seeded by (seed, epoch) cut into global batches (an incomplete last one
-    is dropped); each global batch is cut into ``world_size`` contiguous shares, one per process, and a
-    share into micro-batches.
+    The learning rate warms up linearly over ``warmup_steps`` and then follows a cosine to 0 over the
+    budget's progress, counted in steps or in seconds: a timed run anneals fully whatever its speed (and
+    so takes another number of steps on another machine, or after a ``--resume``).
     """
-    order = np.random.default_rng([seed, SAMPLER_STREAM, epoch]).permutation(num_samples)
-    steps = num_samples // batch_size
-    share = batch_size // world_size
-    batches = []
-    for step in range(first_step, steps):
-        mine = order[step * batch_size + rank * share: step * batch_size + (rank + 1) * share]
-        for start in range(0, share, micro_batch_size):
-            batches.append([(epoch, int(i)) for i in mine[start: start + micro_batch_size]])
-    return batches
+
+    steps: int | None = None
+    seconds: float | None = None
+    warmup_steps: int = 100
+    started: float = field(default_factory=time.perf_counter, compare=False)
+
+    def __post_init__(self):
+        if (self.steps is None) == (self.seconds is None):
+            raise ValueError("give a training budget in steps or in seconds, not both or neither")
+        if (self.steps is not None and self.steps < 1) or (self.seconds is not None and self.seconds <= 0):
+            raise ValueError(f"the training budget must be positive, got {self}")
+
+    def progress(self, step: int, elapsed: float) -> float:
+        """The share of the budget used after ``step`` steps and ``elapsed`` seconds (1 ends the stage)."""
+        return step / self.steps if self.steps is not None else elapsed / self.seconds
+
+    def elapsed(self) -> float:
+        """Seconds since the budget was made (the start of the run)."""
+        return time.perf_counter() - self.started
+
+    def lr_factor(self, step: int, elapsed: float) -> float:
+        """The multiplier of the peak learning rate for the step after ``step`` steps."""
+        warmup = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+        return warmup * 0.5 * (1.0 + math.cos(math.pi * min(1.0, self.progress(step, elapsed))))
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW over the trainable parameters; weight matrices decay, biases do not (as Hugging Face's Trainer)."""
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    decay = [p for n, p in trainable if p.ndim >= 2]
-    no_decay = [p for n, p in trainable if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": config.optim.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": config.optim.weight_decay},
+              {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=config.optim.lr)
 
 
-def make_scheduler(optimizer, config: TrainConfig, total_steps: int):
-    """Linear warm-up, then cosine to 0 at the last step (or constant)."""
+def make_scheduler(optimizer, config: TrainConfig, total_steps: int, budget: TrainingBudget | None = None):
+    """Linear warm-up, then cosine to 0 at the last step (or constant); with a timed ``budget``, cosine to 0
+    at the end of its time."""
     warmup = config.optim.warmup(total_steps)
+    if budget is not None:
+        return LambdaLR(optimizer, lambda step: budget.lr_factor(step, budget.elapsed()))
     if config.optim.schedule == "cosine":
         return get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
     return get_constant_schedule_with_warmup(optimizer, warmup)
+
+
+def make_accelerator(config: TrainConfig) -> Accelerator:
+    on_gpu = torch.cuda.is_available()
+    use_bf16 = config.optim.bf16 if config.optim.bf16 is not None else on_gpu
+    # cpu=True is what lets accelerate run several CPU processes (gloo) under torchrun; the schedule
+    # steps once per optimizer step, whatever the number of processes
+    accelerator = Accelerator(cpu=not on_gpu, mixed_precision="bf16" if use_bf16 else "no",
+                              step_scheduler_with_optimizer=False)
+    # save_state / load_state keep the optimizer, schedule and RNG; the weights travel in our export
+    # (trained tensors only, loaded by from_pretrained), so frozen multi-GB bases are never dumped
+    accelerator.register_save_state_pre_hook(lambda models, weights, folder: weights.clear())
+    accelerator.register_load_state_pre_hook(lambda models, folder: models.clear())
+    return accelerator
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -340,160 +136,108 @@ def make_scheduler(optimizer, config: TrainConfig, total_steps: int):
 
 def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     """Run (or with ``resume``, a checkpoint folder, continue) the training ``config`` describes."""
-    on_gpu = torch.cuda.is_available()
-    use_bf16 = config.optim.bf16 if config.optim.bf16 is not None else on_gpu
-    # cpu=True is what lets accelerate run several CPU processes (gloo) under torchrun
-    accelerator = Accelerator(cpu=not on_gpu, mixed_precision="bf16" if use_bf16 else "no")
-    base_dtype = torch.bfloat16 if use_bf16 else None
-    world_size, rank = accelerator.num_processes, accelerator.process_index
-    accumulation = config.optim.accumulation_steps(world_size)
     output_dir = Path(config.output_dir)
-    set_seed(config.seed)
-
-    # -- model, tokenizer and prompts
     if resume is None and ckpt.list_checkpoints(output_dir):
         raise ValueError(f"{output_dir} already holds checkpoints of a run: continue it with --resume, "
                          "or choose another output_dir")
-    if config.model.type == "clip_baseline":
-        model, tokenizer = build_clip_baseline(config, resume, base_dtype)
-    elif resume is not None:
-        resume = Path(resume)
-        model = LocLLMForKeypointLocalization.from_pretrained(resume, dtype=base_dtype)
-        tokenizer = AutoTokenizer.from_pretrained(resume)
-        style = PromptStyle.from_dict(model.config.prompt_style)
-    else:
-        style = build_prompt_style(config)
-        tokenizer = build_tokenizer(config, style)
-        model = build_model(config, build_model_config(config, tokenizer, style), base_dtype)
-    if config.model.type == "locllm":
-        # after the model: a base path's tower decides the number of image tokens
-        builder = PromptBuilder(tokenizer, style, num_image_tokens=model.config.num_image_tokens)
-        if config.prompt.coordinates == "location_tokens":
-            train_embeddings_for_new_tokens(model)
-        if config.model.gradient_checkpointing:
-            model.language_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    model.train()
-    trainable_parameters = model.trainable_parameter_count()
+    accelerator = make_accelerator(config)
+    world_size, rank = accelerator.num_processes, accelerator.process_index
+    set_seed(config.seed)
 
-    # -- data
-    crop_size = config.data.crop_size or model.config.image_size
-    dataset = build_dataset(config, crop_size)
+    # -- model and data
+    model_type = MODEL_TYPES[config.model.type]
+    resume = Path(resume) if resume is not None else None
+    base_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else None
+    model, tokenizer = model_type.build(config, resume, base_dtype)
+    model.train()
+    trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    dataset = build_dataset(config, config.data.crop_size or model.config.image_size)
+    collator = model_type.collator(config, model, tokenizer)
     descriptions = trained_descriptions(dataset)
-    if len(dataset) < config.optim.batch_size:
-        raise ValueError(f"the data has {len(dataset)} samples, fewer than one batch of {config.optim.batch_size}")
-    steps_per_epoch = len(dataset) // config.optim.batch_size
+    batch_size, micro_batch_size = config.optim.batch_size, config.optim.micro_batch_size
+    if len(dataset) < batch_size:
+        raise ValueError(f"the data has {len(dataset)} samples, fewer than one batch of {batch_size}")
+    steps_per_epoch = len(dataset) // batch_size
     total_steps = config.optim.max_steps or config.optim.epochs * steps_per_epoch
-    if config.model.type == "clip_baseline":
-        collator = CLIPBaselineCollator(model.config, tokenizer, keypoints_per_sample=config.prompt.max_rounds,
-                                        seed=config.seed)
-    else:
-        collator = TrainingCollator(
-            builder, answer_codec(config), LocLLMImageProcessor.from_config(model.config),
-            max_rounds=config.prompt.max_rounds, seed=config.seed,
-            pad_token_id=_pad_token_id(tokenizer), supervise_unknown_depth=config.prompt.supervise_unknown_depth,
-        )
+    accumulation = config.optim.accumulation_steps(world_size)
 
     # -- optimizer, schedule, and where to start
     optimizer = make_optimizer(model, config)
-    scheduler = make_scheduler(optimizer, config, total_steps)
-    global_step, position = 0, ckpt.DataPosition(epoch=0, step_in_epoch=0, sampler_seed=config.seed)
+    budget = None
+    if config.optim.max_minutes is not None:
+        budget = TrainingBudget(seconds=60 * config.optim.max_minutes, warmup_steps=config.optim.warmup(total_steps))
+    scheduler = make_scheduler(optimizer, config, total_steps, budget)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    state = ckpt.TrainingState(global_step=0, epoch=0, step_in_epoch=0, sampler_seed=config.seed,
+                               world_size=world_size)
     if resume is not None:
-        state = ckpt.load_training_state(resume)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        global_step = state["global_step"]
-        position = ckpt.DataPosition(state["epoch"], state["step_in_epoch"], state["sampler_seed"])
-        if not ckpt.load_rng_state(resume, rank):
-            logger.warning("%s has no RNG state for process %d (saved by %d processes): dropout masks will "
-                           "differ from the uninterrupted run", resume, rank, state["world_size"])
-    model = accelerator.prepare_model(model)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+        accelerator.load_state(resume)
+        state = replace(ckpt.TrainingState.load(resume), world_size=world_size)
+        if not (resume / f"random_states_{rank}.pkl").is_file():
+            logger.warning("%s has no RNG state for process %d: dropout masks will differ from the "
+                           "uninterrupted run", resume, rank)
 
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         dump_config(config, output_dir / "config.yaml")
         logger.info("training %d parameters on %d samples: %d steps of %d samples (%d processes x %d micro-batches "
-                    "of %d), from step %d", trainable_parameters, len(dataset), total_steps, config.optim.batch_size,
-                    world_size, accumulation, config.optim.micro_batch_size, global_step)
-    writer = _summary_writer(config, output_dir) if accelerator.is_main_process else None
-    progress = tqdm(total=total_steps, initial=global_step, desc="train", dynamic_ncols=True,
-                    disable=not (accelerator.is_main_process and config.logging.progress_bar))
+                    "of %d), from step %d", trainable_parameters, len(dataset), total_steps, batch_size,
+                    world_size, accumulation, micro_batch_size, state.global_step)
+    log = StepLog(config, accelerator.is_main_process, total_steps, state.global_step)
 
-    last_checkpoint = ckpt.latest_checkpoint(output_dir) if ckpt.list_checkpoints(output_dir) else None
-    loss_value, run_steps, run_seconds = math.nan, 0, 0.0
-    epoch, first_step = position.epoch, position.step_in_epoch
-    while global_step < total_steps:
-        dataset.set_epoch(epoch)  # before the loader copies the dataset into its workers
-        loader = DataLoader(
-            _EpochItems(dataset),
-            batch_sampler=epoch_micro_batches(len(dataset), config.optim.batch_size, config.optim.micro_batch_size,
-                                              position.sampler_seed, epoch, rank, world_size, first_step),
-            collate_fn=collator,
-            num_workers=config.data.num_workers,
-            # the loader's own generator, so creating it does not advance torch's global RNG
-            generator=torch.Generator().manual_seed(config.seed + epoch),
-        )
-        micro_batches = iter(loader)
-        for step_in_epoch in range(first_step, steps_per_epoch):
+    last_checkpoint = ckpt.list_checkpoints(output_dir)[-1] if ckpt.list_checkpoints(output_dir) else None
+    loss, run_steps, run_seconds = math.nan, 0, 0.0
+    while state.global_step < total_steps:
+        micro_batches = iter(epoch_loader(dataset, collator, config, state.epoch, state.step_in_epoch, rank, world_size,
+                                          sampler_seed=state.sampler_seed))
+        for _ in range(state.step_in_epoch, steps_per_epoch):
             started = time.perf_counter()
             batches = [next(micro_batches) for _ in range(accumulation)]
-            loss_value, grad_norm = _optimizer_step(model, batches, optimizer, scheduler, trainable, accelerator,
-                                                    config, global_step)
-            global_step += 1
-            run_steps += 1
-            run_seconds += time.perf_counter() - started
-            lr = scheduler.get_last_lr()[0]
-            samples_per_second = run_steps * config.optim.batch_size / run_seconds
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", samples_s=f"{samples_per_second:.1f}")
-            if writer is not None and global_step % config.logging.every_steps == 0:
-                writer.add_scalar("train/loss", loss_value, global_step)
-                writer.add_scalar("train/lr", lr, global_step)
-                writer.add_scalar("train/grad_norm", grad_norm, global_step)
-                writer.add_scalar("train/samples_per_second", samples_per_second, global_step)
-            next_position = ckpt.DataPosition(epoch, step_in_epoch + 1, position.sampler_seed)
-            if step_in_epoch + 1 == steps_per_epoch:
-                next_position = ckpt.DataPosition(epoch + 1, 0, position.sampler_seed)
-            if global_step % config.checkpoint.every_steps == 0 or global_step == total_steps:
-                last_checkpoint = _save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, config,
-                                                   global_step, next_position, descriptions)
-            if global_step == total_steps:
+            loss, grad_norm = _optimizer_step(model, batches, optimizer, scheduler, accelerator, model_type, config,
+                                              state.global_step)
+            run_steps, run_seconds = run_steps + 1, run_seconds + time.perf_counter() - started
+            state.global_step, state.step_in_epoch = state.global_step + 1, state.step_in_epoch + 1
+            if state.step_in_epoch == steps_per_epoch:  # a checkpoint written now resumes with the next epoch
+                state.epoch, state.step_in_epoch = state.epoch + 1, 0
+            log.step(state.global_step, loss=loss, lr=scheduler.get_last_lr()[0], grad_norm=grad_norm,
+                     samples_per_second=run_steps * batch_size / run_seconds)
+            if budget is not None and _time_is_up(accelerator, budget, state.global_step):
+                total_steps = state.global_step  # a timed run ends here, with a checkpoint
+            if state.global_step % config.checkpoint.every_steps == 0 or state.global_step == total_steps:
+                last_checkpoint = _save_checkpoint(accelerator, model, tokenizer, config, state, descriptions)
+            if state.global_step == total_steps:
                 break
-        epoch, first_step = epoch + 1, 0
-    progress.close()
-    if writer is not None:
-        writer.close()
+    log.close()
     accelerator.end_training()
     return TrainResult(
-        global_step=global_step, total_steps=total_steps, loss=loss_value, checkpoint=last_checkpoint,
+        global_step=state.global_step, total_steps=total_steps, loss=loss, checkpoint=last_checkpoint,
         steps_per_second=run_steps / run_seconds if run_seconds else 0.0,
-        samples_per_second=run_steps * config.optim.batch_size / run_seconds if run_seconds else 0.0,
+        samples_per_second=run_steps * batch_size / run_seconds if run_seconds else 0.0,
         trainable_parameters=trainable_parameters,
     )
 
 
-def _optimizer_step(model, batches, optimizer, scheduler, trainable, accelerator, config, global_step):
+def _optimizer_step(model, batches, optimizer, scheduler, accelerator: Accelerator, model_type: ModelType,
+                    config: TrainConfig, global_step: int) -> tuple[float, float]:
     """Forward and backward every micro-batch, then one update; returns (mean loss, gradient norm).
 
-    Each micro-batch's loss is its summed token loss divided by the supervised tokens of the whole global
-    batch (the CLIP baseline: summed heatmap losses by supervised queries); DDP averages gradients over
-    processes, so the loss is multiplied by their number.
+    Each micro-batch's loss is its summed loss divided by what the whole global batch supervises
+    (``model_type.supervised``); DDP averages gradients over processes, so the loss is multiplied by
+    their number.
     """
     device = accelerator.device
-    local_tokens = sum(int(b["target_weights"].sum()) if "target_weights" in b
-                       else int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)  # labels shift by one
-    global_tokens = accelerator.reduce(torch.tensor(local_tokens, device=device), reduction="sum")
+    local_items = sum(model_type.supervised(batch) for batch in batches)
+    global_items = accelerator.reduce(torch.tensor(local_items, device=device), reduction="sum")
     loss_sum = torch.zeros((), device=device)
     for i, batch in enumerate(batches):
         batch = {k: v.to(device) for k, v in batch.items()}
-        last = i == len(batches) - 1
-        with nullcontext() if last else accelerator.no_sync(model):
-            output = model(**batch, num_items_in_batch=global_tokens)
-            accelerator.backward(output.loss * accelerator.num_processes)
-        loss_sum += output.loss.detach().float()
+        with nullcontext() if i == len(batches) - 1 else accelerator.no_sync(model):
+            loss = model_type.loss(model, batch, global_items)
+            accelerator.backward(loss * accelerator.num_processes)
+        loss_sum += loss.detach().float()
     loss = accelerator.reduce(loss_sum, reduction="sum").item()
     max_norm = config.optim.max_grad_norm if config.optim.max_grad_norm is not None else math.inf
-    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, max_norm).item()
+    grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_norm).item()
     if not (math.isfinite(loss) and math.isfinite(grad_norm)):
         optimizer.zero_grad(set_to_none=True)
         last = ckpt.list_checkpoints(config.output_dir)
@@ -508,39 +252,58 @@ def _optimizer_step(model, batches, optimizer, scheduler, trainable, accelerator
     return loss, grad_norm
 
 
-def _save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, config, global_step, position,
+def _time_is_up(accelerator: Accelerator, budget: TrainingBudget, global_step: int) -> bool:
+    """Whether the timed budget is spent, by the main process's clock (every process stops at the same step)."""
+    spent = torch.tensor(float(budget.progress(global_step, budget.elapsed()) >= 1), device=accelerator.device)
+    return bool(broadcast(spent).item())
+
+
+def _save_checkpoint(accelerator: Accelerator, model, tokenizer, config: TrainConfig, state: ckpt.TrainingState,
                      descriptions: dict[str, str]) -> Path:
-    temporary = ckpt.temporary_checkpoint_dir(config.output_dir, global_step)
+    """Every process writes into the temporary folder (accelerate: optimizer, schedule, its RNG); the main
+    process adds the trained-weights export and the position, then renames the folder into place."""
+    temporary = ckpt.temporary_checkpoint_dir(config.output_dir, state.global_step)
     if accelerator.is_main_process:
-        ckpt.begin_checkpoint(config.output_dir, global_step)
+        ckpt.begin_checkpoint(config.output_dir, state.global_step)
     accelerator.wait_for_everyone()
+    accelerator.save_state(temporary)
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(temporary)
-        tokenizer.save_pretrained(temporary)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(temporary)
         (temporary / DESCRIPTIONS_FILE).write_text(json.dumps(descriptions, indent=2, ensure_ascii=False) + "\n",
                                                   encoding="utf-8")
         dump_config(config, temporary / "train_config.yaml")
-        ckpt.save_training_state(temporary, optimizer, scheduler, global_step, position, accelerator.num_processes)
-    ckpt.save_rng_state(temporary, accelerator.process_index)
+        state.save(temporary)
     accelerator.wait_for_everyone()
-    final = temporary.with_name(ckpt.checkpoint_name(global_step))
     if accelerator.is_main_process:
         ckpt.finish_checkpoint(temporary, config.checkpoint.keep_last)
     accelerator.wait_for_everyone()
-    return final
+    return temporary.with_name(ckpt.checkpoint_name(state.global_step))
 
 
-def _summary_writer(config: TrainConfig, output_dir: Path):
-    if not config.logging.tensorboard:
-        return None
-    from torch.utils.tensorboard import SummaryWriter
+class StepLog:
+    """The main process's progress bar and TensorBoard scalars (``output_dir/tensorboard``)."""
 
-    return SummaryWriter(str(output_dir / "tensorboard"))
+    def __init__(self, config: TrainConfig, is_main_process: bool, total_steps: int, initial_step: int):
+        self.every_steps = config.logging.every_steps
+        self.progress = tqdm(total=total_steps, initial=initial_step, desc="train", dynamic_ncols=True,
+                             disable=not (is_main_process and config.logging.progress_bar))
+        self.writer = None
+        if is_main_process and config.logging.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
 
+            self.writer = SummaryWriter(str(Path(config.output_dir) / "tensorboard"))
 
-def _pad_token_id(tokenizer) -> int:
-    """The pad id; Llama tokenizers have none and pad with unk, as the reference does."""
-    for token_id in (tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.eos_token_id):
-        if token_id is not None:
-            return token_id
-    raise ValueError("the tokenizer has no pad, unk or EOS token to pad with")
+    def step(self, global_step: int, **scalars: float) -> None:
+        self.progress.update(1)
+        self.progress.set_postfix(loss=f"{scalars['loss']:.4f}", lr=f"{scalars['lr']:.2e}",
+                                  samples_s=f"{scalars['samples_per_second']:.1f}")
+        if self.writer is not None and global_step % self.every_steps == 0:
+            for name, value in scalars.items():
+                self.writer.add_scalar(f"train/{name}", value, global_step)
+
+    def close(self) -> None:
+        self.progress.close()
+        if self.writer is not None:
+            self.writer.close()

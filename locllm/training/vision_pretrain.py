@@ -12,70 +12,40 @@ patches with bilinear weights, so the features must keep where inside a patch it
 three-decimal answers need, not only which patch.
 
     crops (B, S, S, 3) uint8 -> normalized -> tower -> (B, N, D) patch tokens -> head -> (B, K, N) logits
+
+It is ``model.type: patch_classifier`` of the one training loop (``configs/synthpose/demo_vision.yaml``);
+a LocLLM run takes the trained tower with ``model.vision_tower_from``.
 """
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import Dinov2Config
 
 from ..models.processing_locllm import LocLLMImageProcessor
 from ..models.vision import build_vision_tower, patch_features
 
-
-@dataclass(frozen=True)
-class TrainingBudget:
-    """How long a demo stage trains: ``steps`` optimizer steps, or ``seconds`` of wall-clock time.
-
-    The learning rate warms up linearly over ``warmup_steps`` and then follows a cosine to 0 over the
-    budget's progress, counted in steps or in seconds: a timed run anneals fully whatever its speed.
-    """
-
-    steps: int | None = None
-    seconds: float | None = None
-    warmup_steps: int = 100
-
-    def __post_init__(self):
-        if (self.steps is None) == (self.seconds is None):
-            raise ValueError("give a training budget in steps or in seconds, not both or neither")
-        if (self.steps is not None and self.steps < 1) or (self.seconds is not None and self.seconds <= 0):
-            raise ValueError(f"the training budget must be positive, got {self}")
-
-    def progress(self, step: int, elapsed: float) -> float:
-        """The share of the budget used after ``step`` steps and ``elapsed`` seconds (1 ends the stage)."""
-        return step / self.steps if self.steps is not None else elapsed / self.seconds
-
-    def lr_factor(self, step: int, elapsed: float) -> float:
-        """The multiplier of the peak learning rate for the step after ``step`` steps."""
-        warmup = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
-        return warmup * 0.5 * (1.0 + math.cos(math.pi * min(1.0, self.progress(step, elapsed))))
+WEIGHTS_FILE = "patch_classifier.safetensors"
 
 
-def build_demo_tower(image_size: int = 64, patch_size: int = 8, hidden_size: int = 128, num_layers: int = 4,
-                     num_heads: int = 4, seed: int = 0) -> nn.Module:
+def build_demo_tower(config: Dinov2Config, seed: int = 0) -> nn.Module:
     """A random Dinov2Model (initialized from ``seed``) whose learned position embeddings start as a 2D
     sin-cos grid.
 
     The sin-cos start (the prototype of DEMO-RECIPE.md kept such a grid fixed) gives every patch a
     distinct, smoothly varying position code from the first step; here it stays trainable.
     """
-    config = Dinov2Config(
-        hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=num_heads, mlp_ratio=4,
-        patch_size=patch_size, image_size=image_size, layer_norm_eps=1e-6, drop_path_rate=0.0,
-    )
     torch.manual_seed(seed)
     tower = build_vision_tower(config)
-    grid = image_size // patch_size
+    grid = config.image_size // config.patch_size
     with torch.no_grad():
         table = tower.embeddings.position_embeddings  # (1, 1 + grid * grid, D): CLS first
-        table[0, 1:] = sincos_position_grid(grid, hidden_size)
+        table[0, 1:] = sincos_position_grid(grid, config.hidden_size)
         table[0, 0] = 0.0
     return tower
 
@@ -114,95 +84,57 @@ def patch_targets(points: torch.Tensor, patch_size: int, grid: int) -> torch.Ten
 
 
 class PatchClassifier(nn.Module):
-    """The tower with one linear scorer per keypoint over its patch tokens: (B, 3, S, S) -> (B, K, N)."""
+    """The tower with one linear scorer per keypoint over its patch tokens: (B, 3, S, S) -> (B, K, N).
+
+    Saved as the tower's ``config.json`` and ``patch_classifier.safetensors`` (tower and head).
+    """
 
     def __init__(self, tower: nn.Module, num_keypoints: int):
         super().__init__()
         self.tower = tower
+        self.config = tower.config  # the loop reads config.image_size
         self.head = nn.Linear(tower.config.hidden_size, num_keypoints)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.head(patch_features(self.tower, pixel_values)).transpose(1, 2)
 
+    def save_pretrained(self, folder: str | Path) -> None:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        self.config.save_pretrained(folder)
+        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, Path(folder) / WEIGHTS_FILE)
 
-def pretrain_vision_tower(
-    tower: nn.Module,
-    crops: np.ndarray,
-    points: np.ndarray,
-    labelled: np.ndarray,
-    processor: LocLLMImageProcessor,
-    budget: TrainingBudget,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    weight_decay: float = 0.05,
-    device: str | torch.device = "cpu",
-    seed: int = 0,
-    log_every: int = 100,
-    log: Callable[[str], None] = print,
-) -> dict:
-    """Train ``tower`` in place to find every keypoint's patch, then freeze it; return the run's figures.
-
-    Args:
-        crops: (M, S, S, 3) uint8 training crops.
-        points: (M, K, 2) keypoint x, y in crop pixels.
-        labelled: (M, K) bool, the keypoints to learn (labelled and inside the crop).
-        processor: normalizes crops exactly as the model's inference path will.
-        budget: how long to train; AdamW with ``lr`` and ``weight_decay`` (not on biases and norms).
-
-    Returns:
-        ``{"steps", "seconds", "steps_per_second", "loss", "patch_accuracy"}``: loss and the share of
-        keypoints whose best-scored patch is their nearest patch, both over the last ``log_every`` steps.
-    """
-    device = torch.device(device)
-    patch_size = tower.config.patch_size
-    grid = crops.shape[1] // patch_size
-    model = PatchClassifier(tower, points.shape[1]).to(device).train()
-    model.requires_grad_(True)
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr)
-    rng = np.random.default_rng(seed)
-    on_gpu = device.type == "cuda"
-    recent_loss, recent_hits, recent_count = [], 0, 0
-    summary: dict = {}
-    step, started = 0, time.perf_counter()
-    while budget.progress(step, time.perf_counter() - started) < 1:
-        for group in optimizer.param_groups:
-            group["lr"] = lr * budget.lr_factor(step, time.perf_counter() - started)
-        index = rng.integers(0, len(crops), batch_size)
-        pixel_values = processor.normalize(crops[index]).to(device)
-        target = patch_targets(torch.from_numpy(points[index]).float(), patch_size, grid).to(device)
-        mask = torch.from_numpy(labelled[index]).to(device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu):
-            logits = model(pixel_values).float()  # (B, K, N)
-        per_keypoint = -(target * logits.log_softmax(-1)).sum(-1)  # (B, K) soft cross-entropy
-        loss = per_keypoint[mask].mean()
-        if not math.isfinite(loss.item()):
-            raise RuntimeError(f"vision pre-training diverged at step {step + 1} (loss {loss.item()}); lower the lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        step += 1
-        recent_loss.append(loss.item())
-        recent_hits += int(((logits.argmax(-1) == target.argmax(-1)) & mask).sum())
-        recent_count += int(mask.sum())
-        if step % log_every == 0:
-            summary = _log_progress(log, step, time.perf_counter() - started, recent_loss, recent_hits, recent_count)
-            recent_loss, recent_hits, recent_count = [], 0, 0
-    if recent_loss:
-        summary = _log_progress(log, step, time.perf_counter() - started, recent_loss, recent_hits, recent_count)
-    tower.requires_grad_(False)
-    return summary
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, dtype: torch.dtype | None = None) -> PatchClassifier:
+        state = load_file(Path(folder) / WEIGHTS_FILE)
+        model = cls(build_vision_tower(Dinov2Config.from_pretrained(folder)), state["head.weight"].shape[0])
+        model.load_state_dict(state)
+        return model
 
 
-def _log_progress(log, step, elapsed, losses, hits, count) -> dict:
-    summary = {"steps": step, "seconds": round(elapsed, 1), "steps_per_second": round(step / elapsed, 2),
-               "loss": round(float(np.mean(losses)), 4), "patch_accuracy": round(hits / max(1, count), 4)}
-    log(f"vision pre-training step {step}: loss {summary['loss']:.4f}, patch accuracy "
-        f"{summary['patch_accuracy']:.3f}, {summary['steps_per_second']:.2f} steps/s")
-    return summary
+def tower_weights(folder: str | Path) -> dict[str, torch.Tensor]:
+    """The tower tensors of a patch-classifier checkpoint, named as in the tower (head dropped)."""
+    state = load_file(Path(folder) / WEIGHTS_FILE)
+    return {key.removeprefix("tower."): value for key, value in state.items() if key.startswith("tower.")}
 
 
-__all__ = ["PatchClassifier", "TrainingBudget", "build_demo_tower", "patch_targets", "pretrain_vision_tower", "sincos_position_grid"]
+class PatchCollator:
+    """``(epoch, index, PoseSample)`` items -> ``pixel_values`` (B, 3, S, S), soft patch ``targets`` (B, K, N)
+    and the ``mask`` (B, K) of keypoints to learn (the samples' ``visible``)."""
+
+    def __init__(self, processor: LocLLMImageProcessor, patch_size: int):
+        self.processor, self.patch_size = processor, patch_size
+
+    def __call__(self, items: list) -> dict[str, torch.Tensor]:
+        samples = [sample for _, _, sample in items]
+        pixel_values = self.processor.normalize([sample.image for sample in samples])
+        points = torch.from_numpy(np.stack([sample.joints[:, :2] for sample in samples])).float()
+        grid = pixel_values.shape[-1] // self.patch_size
+        return {"pixel_values": pixel_values, "targets": patch_targets(points, self.patch_size, grid),
+                "mask": torch.from_numpy(np.stack([sample.visible for sample in samples]))}
+
+
+def patch_loss(model: PatchClassifier, batch: dict[str, torch.Tensor], num_items: torch.Tensor) -> torch.Tensor:
+    """Soft cross-entropy over the patches, summed over the masked keypoints and divided by ``num_items``."""
+    logits = model(batch["pixel_values"]).float()  # (B, K, N)
+    per_keypoint = -(batch["targets"] * logits.log_softmax(-1)).sum(-1)  # (B, K)
+    return per_keypoint[batch["mask"]].sum() / num_items

@@ -12,7 +12,7 @@ from locllm.engine import Localizer
 from locllm.keypoints import COCO_KEYPOINTS, EXTRA_KEYPOINTS, load_keypoint_table
 from locllm.serve.app import localize_request
 from locllm.training.config import load_config
-from locllm.training.trainer import build_dataset
+from locllm.training.data import build_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "synthpose" / "custom_keypoints_cpu.yaml"

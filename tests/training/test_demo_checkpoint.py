@@ -14,7 +14,8 @@ from locllm.evaluation.pck import pck
 from locllm.keypoints import COCO_KEYPOINTS, custom_keypoint
 from locllm.prompts import IGNORE_INDEX, DecimalCodec, PromptBuilder, PromptStyle
 from locllm.prompts.demo_tokenizer import build_demo_tokenizer
-from locllm.training.vision_pretrain import TrainingBudget, patch_targets
+from locllm.training.trainer import TrainingBudget
+from locllm.training.vision_pretrain import patch_targets
 
 SHIPPED = Path(__file__).resolve().parents[2] / "locllm" / "assets" / "demo"
 TEST_SEED = 2  # the recipe trains on seed 0 and reports on seed 1: these scenes are new to the checkpoint
@@ -80,13 +81,15 @@ def test_training_budget_warms_up_then_anneals_to_zero():
 
 @pytest.mark.slow
 def test_recipe_runs_end_to_end_at_toy_scale(tmp_path):
+    from locllm.cli.demo_recipe import main
+    from locllm.data.synth.demo import DEMO_KEYPOINTS, load_demo_setting
     from locllm.engine import Localizer
-    from locllm.training.demo_recipe import DEMO_KEYPOINTS, load_demo_setting, main
 
     out = tmp_path / "demo"
     summary_file = tmp_path / "summary.json"
     assert main(["--out", str(out), "--steps", "3", "--pretrain-steps", "3", "--batch-size", "8",
-                 "--train-images", "24", "--heldout-images", "2", "--workers", "1", "--json", str(summary_file)]) == 0
+                 "--train-images", "24", "--heldout-images", "2", "--workers", "1", "--json", str(summary_file),
+                 "--runs", str(tmp_path / "runs")]) == 0
     for name in ("config.json", "trained.safetensors", "base.safetensors", "tokenizer.json", "TRAINING.md"):
         assert (out / name).is_file(), name
     difficulty, pose = load_demo_setting(out)
@@ -99,10 +102,12 @@ def test_recipe_runs_end_to_end_at_toy_scale(tmp_path):
 @pytest.mark.slow
 def test_shipped_demo_checkpoint_localizes_heldout_synthpose():
     if not (SHIPPED / "config.json").is_file():
-        pytest.skip(f"no demo checkpoint in {SHIPPED}: make it with `python -m locllm.training.demo_recipe "
+        pytest.skip(f"no demo checkpoint in {SHIPPED}: make it with `python -m locllm.cli.demo_recipe "
                     "--out locllm/assets/demo` (see locllm/assets/demo/TRAINING.md)")
+    from locllm.cli.demo import format_report
+    from locllm.data.synth.demo import load_demo_setting
     from locllm.engine import Localizer
-    from locllm.training.demo_recipe import evaluate_pck, format_report, load_demo_setting
+    from locllm.evaluation.demo import evaluate_pck
 
     difficulty, mean_pose = load_demo_setting(SHIPPED)
     torch.manual_seed(0)

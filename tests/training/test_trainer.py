@@ -14,15 +14,9 @@ from locllm.models import LocLLMForKeypointLocalization
 from locllm.training import checkpoint as ckpt
 from locllm.training import trainer
 from locllm.training.config import dump_config, load_config
-from locllm.training.trainer import (
-    TrainingDiverged,
-    build_model,
-    build_model_config,
-    build_prompt_style,
-    build_tokenizer,
-    epoch_micro_batches,
-    train,
-)
+from locllm.training.data import epoch_micro_batches
+from locllm.training.model_types import build_model, build_model_config, build_prompt_style, build_tokenizer
+from locllm.training.trainer import TrainingDiverged, train
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER_CONFIGS = sorted((REPO / "configs" / "paper").glob("*.yaml"))

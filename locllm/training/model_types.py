@@ -1,0 +1,292 @@
+"""What each ``model.type`` brings to the one training loop: a builder, a collator and a loss.
+
+    MODEL_TYPES = {"locllm": ModelType(...), "clip_baseline": ModelType(...), ...}
+
+A builder returns ``(model, tokenizer)``: fresh from the config, or the checkpoint ``resume`` being
+continued. A collator turns the loader's ``(epoch, index, sample)`` items into the model's keyword
+arguments. ``supervised(batch)`` counts what one micro-batch supervises (answer tokens, heatmap
+queries, keypoints): the loop divides every micro-batch's summed loss by the count of the whole global
+batch, so the step is the same however the batch is split over processes and micro-batches. A new
+model type is one more entry in ``MODEL_TYPES``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, Dinov2Config
+
+from ..models import LocLLMConfig, LocLLMForKeypointLocalization
+from ..models.clip_baseline import CLIPBaselineCollator, CLIPBaselineForKeypointHeatmaps, clip_baseline_config
+from ..models.modeling_base import TRAINED_WEIGHTS, read_checkpoint_tensors
+from ..models.processing_locllm import LocLLMImageProcessor
+from ..models.tiny import locllm_config
+from ..prompts import (
+    IGNORE_INDEX,
+    DecimalCodec,
+    LocationTokenCodec,
+    PromptBuilder,
+    PromptStyle,
+    build_char_tokenizer,
+    build_codec,
+)
+from ..prompts.demo_tokenizer import build_demo_tokenizer
+from .checkpoint import latest_checkpoint
+from .collator import TrainingCollator
+from .config import TrainConfig
+from .vision_pretrain import PatchClassifier, PatchCollator, build_demo_tower, patch_loss, tower_weights
+
+
+@dataclass(frozen=True)
+class ModelType:
+    """One row of ``MODEL_TYPES``: how the loop builds, feeds and scores a model type."""
+
+    build: Callable[[TrainConfig, Path | None, torch.dtype | None], tuple[torch.nn.Module, object]]
+    collator: Callable[[TrainConfig, torch.nn.Module, object], Callable]
+    supervised: Callable[[dict], int]  # the loss's denominator contribution of one micro-batch
+    # (model, batch, global count) -> this micro-batch's summed loss / global count
+    loss: Callable[[torch.nn.Module, dict, torch.Tensor], torch.Tensor] = (
+        lambda model, batch, num_items: model(**batch, num_items_in_batch=num_items).loss)
+
+
+# ---------------------------------------------------------------------------- locllm
+
+
+def build_prompt_style(config: TrainConfig) -> PromptStyle:
+    style = PromptStyle.reference() if config.prompt.style == "reference" else PromptStyle.default()
+    changes = {"with_description": config.prompt.with_description}
+    if config.prompt.question_template is not None:
+        changes["question_template"] = config.prompt.question_template
+    return PromptStyle.from_dict({**style.to_dict(), **changes})
+
+
+def build_tokenizer(config: TrainConfig, style: PromptStyle):
+    """The model's tokenizer with every token the prompts need: the image token (Llama: a new id 32000, as
+    in the reference) and, for that coordinate format, the location tokens. Its length is final here."""
+    m = config.model
+    name = m.tokenizer or m.text_model_name_or_path or starting_checkpoint(m.init_from)
+    builders = {"char": build_char_tokenizer, "demo": build_demo_tokenizer}
+    tokenizer = builders[name]() if name in builders else AutoTokenizer.from_pretrained(name)
+    tokenizer.add_tokens([style.image_token], special_tokens=True)  # a no-op when the tokenizer has it
+    if config.prompt.coordinates == "location_tokens":
+        tokenizer.add_tokens(answer_codec(config).new_tokens())
+    return tokenizer
+
+
+def answer_codec(config: TrainConfig) -> DecimalCodec | LocationTokenCodec:
+    """The coordinate format of the answers: prompt.coordinates names a codec type."""
+    return build_codec({"type": config.prompt.coordinates, "ndim": config.prompt.ndim})
+
+
+def build_model_config(config: TrainConfig, tokenizer, style: PromptStyle) -> LocLLMConfig:
+    """The LocLLMConfig the config's model section describes (bases not loaded yet)."""
+    m = config.model
+    image_token_id = tokenizer.convert_tokens_to_ids(style.image_token)
+    if m.size is not None:
+        model_config = locllm_config(m.size, vocab_size=len(tokenizer), image_token_id=image_token_id)
+    elif m.vision_model_name_or_path and m.text_model_name_or_path:
+        model_config = LocLLMConfig(image_token_id=image_token_id)
+    else:  # the architecture of the checkpoint training starts from: its towers, crop size and normalization
+        start = LocLLMConfig.from_pretrained(starting_checkpoint(m.init_from))
+        model_config = LocLLMConfig(vision_config=start.vision_config, text_config=start.text_config,
+                                    vision_model_name_or_path=start.vision_model_name_or_path,
+                                    text_model_name_or_path=start.text_model_name_or_path,
+                                    image_size=start.image_size, image_mean=start.image_mean, image_std=start.image_std,
+                                    image_token_id=image_token_id)
+    override_towers(model_config.vision_config, model_config.text_config, config)
+    if m.image_size is not None:
+        model_config.image_size = m.image_size
+    stage1 = config.optim.stage == 1
+    model_config.vision_model_name_or_path = m.vision_model_name_or_path or model_config.vision_model_name_or_path
+    model_config.text_model_name_or_path = m.text_model_name_or_path or model_config.text_model_name_or_path
+    model_config.image_token = style.image_token
+    model_config.projector_type = m.projector_type
+    model_config.lora_vision = m.lora_vision and not stage1
+    model_config.lora_text = m.lora_text and not stage1
+    model_config.train_vision_base = m.train_vision_base and not stage1
+    model_config.train_text_base = m.train_text_base and not stage1
+    model_config.lora_r, model_config.lora_alpha, model_config.lora_dropout = m.lora_r, m.lora_alpha, m.lora_dropout
+    model_config.vision_lora_targets, model_config.text_lora_targets = m.vision_lora_targets, m.text_lora_targets
+    model_config.prompt_style = style.to_dict()
+    model_config.coordinate_ndim = config.prompt.ndim
+    model_config.coordinate_codec = answer_codec(config).to_dict()  # inference reads answers the same way
+    return model_config
+
+
+def override_towers(vision_config, text_config, config: TrainConfig) -> None:
+    """Set the model section's ``vision`` / ``text`` fields on the two towers' configs (unknown ones are errors)."""
+    for sub_config, overrides in ((vision_config, config.model.vision), (text_config, config.model.text)):
+        for key, value in overrides.items():
+            if not hasattr(sub_config, key):
+                raise ValueError(f"model: {type(sub_config).__name__} has no field {key!r}")
+            setattr(sub_config, key, value)
+
+
+def build_model(config: TrainConfig, model_config: LocLLMConfig, base_dtype: torch.dtype | None):
+    """A fresh model: bases from their paths (or random for a ``size``), projector random, LoRA B zero;
+    then ``model.init_from``'s weights (a stage-1 checkpoint) where it has them, and ``model.vision_tower_from``'s
+    tower (a pre-trained patch classifier)."""
+    if config.prompt.coordinates == "location_tokens" and config.model.text_model_name_or_path:
+        raise ValueError(
+            "prompt.coordinates=location_tokens adds vocabulary, but a checkpoint whose LM is loaded from "
+            "text_model_name_or_path cannot restore resized embeddings yet; use a model without a text base path"
+        )
+    torch.manual_seed(config.seed)  # random bases and projector are the same in every process
+    model = LocLLMForKeypointLocalization.from_bases(model_config, dtype=base_dtype)
+    if config.model.init_from:
+        load_initial_weights(model, starting_checkpoint(config.model.init_from))
+    if config.model.vision_tower_from:
+        model.vision_tower.load_state_dict(tower_weights(starting_checkpoint(config.model.vision_tower_from)))
+    return model
+
+
+def starting_checkpoint(init_from: str | Path | None) -> Path | None:
+    """``model.init_from`` as a checkpoint folder: itself, or a run's output_dir's newest checkpoint."""
+    if init_from is None:
+        return None
+    folder = Path(init_from)
+    return folder if (folder / "config.json").is_file() else latest_checkpoint(folder)
+
+
+def load_initial_weights(model: LocLLMForKeypointLocalization, folder: Path) -> None:
+    """Copy every tensor of checkpoint ``folder`` into ``model``: the projector (and a stage-1 LoRA-free
+    checkpoint's own bases, for models without base paths); new LoRA weights keep their initialization."""
+    state = read_checkpoint_tensors(folder)
+    if not state:
+        raise FileNotFoundError(f"model.init_from: {folder} holds no {TRAINED_WEIGHTS}")
+    own = model.state_dict()
+    # a layer that gained LoRA keeps its weight under .base_layer (stage 1 has none)
+    state = {_base_layer_name(key, own): value for key, value in state.items()}
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k in state if k in own and own[k].shape != state[k].shape]
+    if unexpected or mismatched or not any(k.startswith("projector.") for k in state):
+        raise ValueError(
+            f"model.init_from: {folder} does not fit this model: unknown tensors {unexpected[:5]}, "
+            f"other shapes {mismatched[:5]}; it must hold the projector"
+        )
+    with torch.no_grad():
+        for key, value in state.items():
+            own[key].copy_(value)
+
+
+def _base_layer_name(key: str, own: dict) -> str:
+    module, _, leaf = key.rpartition(".")
+    wrapped = f"{module}.base_layer.{leaf}"
+    return wrapped if key not in own and wrapped in own else key
+
+
+def train_embeddings_for_new_tokens(model: LocLLMForKeypointLocalization) -> None:
+    """Location tokens are new vocabulary: their input and output embeddings must learn (the paper's ablation)."""
+    for embedding in (model.language_model.get_input_embeddings(), model.language_model.get_output_embeddings()):
+        embedding.weight.data = embedding.weight.data.float()
+        embedding.weight.requires_grad_(True)
+
+
+def build_locllm(config: TrainConfig, resume: Path | None, base_dtype: torch.dtype | None):
+    """``model.type: locllm``: the model and its tokenizer, from ``resume`` or fresh."""
+    if resume is not None:
+        model = LocLLMForKeypointLocalization.from_pretrained(resume, dtype=base_dtype)
+        tokenizer = AutoTokenizer.from_pretrained(resume)
+    else:
+        style = build_prompt_style(config)
+        tokenizer = build_tokenizer(config, style)
+        model = build_model(config, build_model_config(config, tokenizer, style), base_dtype)
+    if config.prompt.coordinates == "location_tokens":
+        train_embeddings_for_new_tokens(model)
+    if config.model.gradient_checkpointing:
+        model.language_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    return model, tokenizer
+
+
+def locllm_collator(config: TrainConfig, model: LocLLMForKeypointLocalization, tokenizer) -> TrainingCollator:
+    """Conversations as the model's prompt style writes them; the tower decides the number of image tokens."""
+    style = PromptStyle.from_dict(model.config.prompt_style)
+    builder = PromptBuilder(tokenizer, style, num_image_tokens=model.config.num_image_tokens)
+    return TrainingCollator(
+        builder, answer_codec(config), LocLLMImageProcessor.from_config(model.config),
+        max_rounds=config.prompt.max_rounds, seed=config.seed,
+        pad_token_id=pad_token_id(tokenizer), supervise_unknown_depth=config.prompt.supervise_unknown_depth,
+    )
+
+
+def pad_token_id(tokenizer) -> int:
+    """The pad id; Llama tokenizers have none and pad with unk, as the reference does."""
+    for token_id in (tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return token_id
+    raise ValueError("the tokenizer has no pad, unk or EOS token to pad with")
+
+
+# ---------------------------------------------------------------------------- clip_baseline
+
+
+# Set by the model section's own fields; model.clip_baseline holds only what the baseline alone has.
+CLIP_BASELINE_SHARED_FIELDS = ("image_size", "lora_vision", "lora_text", "lora_r", "lora_alpha", "lora_dropout",
+                               "train_vision_base", "train_text_base")
+
+
+def build_clip_baseline(config: TrainConfig, resume: str | Path | None,
+                        base_dtype: torch.dtype | None) -> tuple[CLIPBaselineForKeypointHeatmaps, object]:
+    """``model.type: clip_baseline``: the model and its tokenizer, from ``resume`` or fresh (head random,
+    LoRA B zero) on the CLIP weights of ``model.clip_baseline.clip_model_name_or_path`` or of a ``size``."""
+    if resume is not None:
+        return CLIPBaselineForKeypointHeatmaps.from_pretrained(resume, dtype=base_dtype), AutoTokenizer.from_pretrained(resume)
+    m = config.model
+    if config.optim.stage != 2 or m.init_from:
+        raise ValueError("model.type clip_baseline trains in one stage (optim.stage 2), without model.init_from")
+    shared = sorted(set(m.clip_baseline) & set(CLIP_BASELINE_SHARED_FIELDS))
+    if shared:
+        raise ValueError(f"model.clip_baseline: set {shared} in the model section itself")
+    path = m.clip_baseline.get("clip_model_name_or_path")
+    tokenizer = build_char_tokenizer() if m.tokenizer == "char" else AutoTokenizer.from_pretrained(m.tokenizer or path)
+    model_config = clip_baseline_config(m.size or "paper", tokenizer=tokenizer)  # a path replaces these towers
+    towers = model_config.clip_config
+    override_towers(towers.vision_config, towers.text_config, config)
+    for key in CLIP_BASELINE_SHARED_FIELDS:
+        if getattr(m, key) is not None:
+            setattr(model_config, key, getattr(m, key))
+    for key, value in m.clip_baseline.items():
+        if not hasattr(model_config, key):
+            raise ValueError(f"model.clip_baseline: CLIPBaselineConfig has no field {key!r}")
+        setattr(model_config, key, value)
+    model_config.check_geometry()
+    torch.manual_seed(config.seed)  # random towers and head are the same in every process
+    return CLIPBaselineForKeypointHeatmaps.from_bases(model_config, dtype=base_dtype), tokenizer
+
+
+def clip_baseline_collator(config: TrainConfig, model: CLIPBaselineForKeypointHeatmaps, tokenizer) -> CLIPBaselineCollator:
+    return CLIPBaselineCollator(model.config, tokenizer, keypoints_per_sample=config.prompt.max_rounds, seed=config.seed)
+
+
+# ---------------------------------------------------------------------------- patch_classifier
+
+
+def build_patch_classifier(config: TrainConfig, resume: Path | None, base_dtype: torch.dtype | None):
+    """``model.type: patch_classifier``: a sin-cos-started Dinov2 of the ``vision`` fields and its head."""
+    if resume is not None:
+        return PatchClassifier.from_pretrained(resume), None
+    m = config.model
+    tower_config = Dinov2Config(**{"image_size": m.image_size or 64, "layer_norm_eps": 1e-6, "drop_path_rate": 0.0,
+                                   **m.vision})
+    tower = build_demo_tower(tower_config, seed=config.seed)
+    return PatchClassifier(tower, m.num_keypoints), None
+
+
+def patch_classifier_collator(config: TrainConfig, model: PatchClassifier, tokenizer) -> PatchCollator:
+    return PatchCollator(LocLLMImageProcessor(model.config.image_size), model.config.patch_size)
+
+
+# ---------------------------------------------------------------------------- the table
+
+
+MODEL_TYPES = {
+    "locllm": ModelType(build_locllm, locllm_collator,
+                        supervised=lambda batch: int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())),  # shifted by one
+    "clip_baseline": ModelType(build_clip_baseline, clip_baseline_collator,
+                               supervised=lambda batch: int(batch["target_weights"].sum())),
+    "patch_classifier": ModelType(build_patch_classifier, patch_classifier_collator, loss=patch_loss,
+                                  supervised=lambda batch: int(batch["mask"].sum())),
+}
