@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..data.geometry import PIXEL_STD, crop_to_image
 from ..data.synth.demo import CROP_SIZE, DEFAULT_DIFFICULTY, DEMO_KEYPOINTS, crop_geometry, render_person
-from ..engine import Localizer
 from ..keypoints import COCO_KEYPOINTS
-from .pck import pck
+from .metrics import PCKMetric
+
+if TYPE_CHECKING:
+    from ..engine import Localizer
 
 REPORT_GROUPS = {  # what the held-out report lists, and which keypoints of DEMO_KEYPOINTS each holds
     "coco": list(range(len(COCO_KEYPOINTS))),
@@ -49,13 +52,14 @@ def evaluate_pck(localizer: Localizer, num_images: int, seed: int, mean_pose: np
     report = {"num_images": num_images, "seed": seed, "difficulty": difficulty, "malformed_answers": malformed,
               "normalizer": "the crop side in image pixels (the person box padded to a square)"}
     for group, columns in REPORT_GROUPS.items():
-        model = pck(predicted[:, columns], truth[:, columns], labelled[:, columns], crop_sides)
-        blind = pck(baseline[:, columns], truth[:, columns], labelled[:, columns], crop_sides)
-        report[group] = {"pck@0.1": model["pck@0.1"], "pck@0.05": model["pck@0.05"],
+        metric = PCKMetric([DEMO_KEYPOINTS[i].name for i in columns])
+        scores = metric.compute(predicted[:, columns], truth[:, columns], labelled[:, columns], crop_sides,
+                                mean_pose=baseline[:, columns])
+        blind = scores["mean_pose_baseline"]
+        report[group] = {"pck@0.1": scores["pck@0.1"], "pck@0.05": scores["pck@0.05"],
                          "baseline_pck@0.1": blind["pck@0.1"], "baseline_pck@0.05": blind["pck@0.05"],
-                         "num_keypoints": model["num_keypoints"]}
+                         "num_keypoints": scores["num_keypoints"]}
         if group == "coco":
-            names = [DEMO_KEYPOINTS[i].name for i in columns]
-            report[group]["per_keypoint_pck@0.1"] = dict(zip(names, model["per_keypoint"]["pck@0.1"], strict=True))
+            report[group]["per_keypoint_pck@0.1"] = scores["per_keypoint"]["pck@0.1"]
     report["seconds"] = round(time.perf_counter() - started, 1)
     return report
