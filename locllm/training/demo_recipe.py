@@ -57,6 +57,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from transformers import LlamaConfig
 
+from ..codecs import DecimalCodec
 from ..data.datasets import PoseSample
 from ..data.geometry import PIXEL_STD, box_to_center_scale, crop_image, crop_to_image, image_to_crop
 from ..data.synth import render_scene
@@ -64,8 +65,8 @@ from ..engine import Localizer
 from ..evaluation.pck import pck
 from ..keypoints import COCO_KEYPOINTS, EXTRA_KEYPOINTS, KeypointSet
 from ..models import LocLLMConfig, LocLLMForKeypointLocalization
-from ..models.processing_locllm import LocLLMImageProcessor
-from ..prompts import IGNORE_INDEX, DecimalCodec, PromptBuilder, PromptStyle
+from ..models.processing_locllm import LocLLMImageProcessor, LocLLMProcessor
+from ..prompts import IGNORE_INDEX, PromptStyle
 from ..prompts.demo_tokenizer import build_demo_tokenizer
 from .collator import TrainingCollator
 from .vision_pretrain import TrainingBudget, build_demo_tower, pretrain_vision_tower
@@ -427,13 +428,12 @@ def run(args: argparse.Namespace, command: str) -> dict:
     tokenizer = build_demo_tokenizer()
     style = PromptStyle.default()
     model = build_demo_model(tower.cpu(), tokenizer, style, seed=args.seed)
-    builder = PromptBuilder(tokenizer, style, num_image_tokens=model.config.num_image_tokens)
-    collator = TrainingCollator(builder, DecimalCodec(), processor, max_rounds=args.rounds, seed=args.seed,
-                                pad_token_id=tokenizer.pad_token_id)
+    collator = TrainingCollator(LocLLMProcessor.from_config(model.config, tokenizer), max_rounds=args.rounds,
+                                seed=args.seed)
     pose = mean_pose(train)
 
     def evaluate(current: LocLLMForKeypointLocalization) -> str:
-        localizer = Localizer(current, tokenizer, device=device)
+        localizer = Localizer.from_model(current, tokenizer, device=device)
         return format_report(evaluate_pck(localizer, args.eval_images, HELDOUT_SEED, pose, args.difficulty))
 
     loader_workers = args.loader_workers

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
+from ..codecs import DecimalCodec, LocationTokenCodec, build_codec
 from ..data.datasets import (
     CaptionDataset,
     CocoKeypointDataset,
@@ -45,20 +46,13 @@ from ..data.datasets import (
 )
 from ..keypoints import load_keypoint_table
 from ..models import LocLLMConfig, LocLLMForKeypointLocalization
-from ..models.clip_baseline import CLIPBaselineCollator, CLIPBaselineForKeypointHeatmaps, clip_baseline_config
+from ..models.clip_baseline import CLIPBaselineForKeypointHeatmaps, clip_baseline_config
 from ..models.modeling_locllm import TRAINED_WEIGHTS, read_checkpoint_tensors
-from ..models.processing_locllm import LocLLMImageProcessor
+from ..models.processing_locllm import CLIPBaselineProcessor, LocLLMProcessor
 from ..models.tiny import locllm_config
-from ..prompts import (
-    IGNORE_INDEX,
-    DecimalCodec,
-    LocationTokenCodec,
-    PromptBuilder,
-    PromptStyle,
-    build_char_tokenizer,
-    build_codec,
-)
+from ..prompts import IGNORE_INDEX, PromptStyle, build_char_tokenizer
 from . import checkpoint as ckpt
+from .clip_baseline_collator import CLIPBaselineCollator
 from .collator import TrainingCollator
 from .config import TrainConfig, dump_config
 
@@ -367,7 +361,7 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
         model = build_model(config, build_model_config(config, tokenizer, style), base_dtype)
     if config.model.type == "locllm":
         # after the model: a base path's tower decides the number of image tokens
-        builder = PromptBuilder(tokenizer, style, num_image_tokens=model.config.num_image_tokens)
+        processor = LocLLMProcessor.from_config(model.config, tokenizer)
         if config.prompt.coordinates == "location_tokens":
             train_embeddings_for_new_tokens(model)
         if config.model.gradient_checkpointing:
@@ -384,14 +378,11 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     steps_per_epoch = len(dataset) // config.optim.batch_size
     total_steps = config.optim.max_steps or config.optim.epochs * steps_per_epoch
     if config.model.type == "clip_baseline":
-        collator = CLIPBaselineCollator(model.config, tokenizer, keypoints_per_sample=config.prompt.max_rounds,
-                                        seed=config.seed)
+        collator = CLIPBaselineCollator(CLIPBaselineProcessor.from_config(model.config, tokenizer),
+                                        keypoints_per_sample=config.prompt.max_rounds, seed=config.seed)
     else:
-        collator = TrainingCollator(
-            builder, answer_codec(config), LocLLMImageProcessor.from_config(model.config),
-            max_rounds=config.prompt.max_rounds, seed=config.seed,
-            pad_token_id=_pad_token_id(tokenizer), supervise_unknown_depth=config.prompt.supervise_unknown_depth,
-        )
+        collator = TrainingCollator(processor, max_rounds=config.prompt.max_rounds, seed=config.seed,
+                                    supervise_unknown_depth=config.prompt.supervise_unknown_depth)
 
     # -- optimizer, schedule, and where to start
     optimizer = make_optimizer(model, config)
@@ -536,11 +527,3 @@ def _summary_writer(config: TrainConfig, output_dir: Path):
     from torch.utils.tensorboard import SummaryWriter
 
     return SummaryWriter(str(output_dir / "tensorboard"))
-
-
-def _pad_token_id(tokenizer) -> int:
-    """The pad id; Llama tokenizers have none and pad with unk, as the reference does."""
-    for token_id in (tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.eos_token_id):
-        if token_id is not None:
-            return token_id
-    raise ValueError("the tokenizer has no pad, unk or EOS token to pad with")
