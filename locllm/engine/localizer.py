@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -33,16 +34,23 @@ from .text_answerer import TextAnswerer
 
 MODES = ("fast", "reference")
 
-# model_type -> (model class, processor class, answering strategy). The model classes register their configs
-# with AutoConfig, which reads a checkpoint's model_type.
+class Strategy(NamedTuple):
+    """What a model type brings to the Localizer."""
+
+    model_class: type
+    processor_class: type
+    answerer_class: type
+
+
+# Keyed by the model_type AutoConfig reads from a checkpoint (both configs are registered with it).
 STRATEGIES = {
-    LocLLMConfig.model_type: (LocLLMForKeypointLocalization, LocLLMProcessor, TextAnswerer),
-    CLIPBaselineConfig.model_type: (CLIPBaselineForKeypointHeatmaps, CLIPBaselineProcessor, HeatmapAnswerer),
+    LocLLMConfig.model_type: Strategy(LocLLMForKeypointLocalization, LocLLMProcessor, TextAnswerer),
+    CLIPBaselineConfig.model_type: Strategy(CLIPBaselineForKeypointHeatmaps, CLIPBaselineProcessor, HeatmapAnswerer),
 }
 
 
-def strategy(model_type: str) -> tuple[type, type, type]:
-    """The (model class, processor class, answerer class) of a checkpoint's ``model_type``."""
+def strategy(model_type: str) -> Strategy:
+    """The model class, processor class and answering strategy of a checkpoint's ``model_type``."""
     if model_type not in STRATEGIES:
         raise ValueError(f"no localizer for model_type {model_type!r}; known: {', '.join(STRATEGIES)}")
     return STRATEGIES[model_type]
@@ -103,7 +111,7 @@ class Localizer:
         self.model = model.eval()
         self.config = model.config
         self.processor = processor
-        self.answerer = answerer if answerer is not None else strategy(model.config.model_type)[2]()
+        self.answerer = answerer if answerer is not None else strategy(model.config.model_type).answerer_class()
         self.device = torch.device(device)
         self.descriptions = descriptions or {}
         self.persons_per_batch = persons_per_batch
@@ -115,7 +123,7 @@ class Localizer:
     @classmethod
     def from_model(cls, model, tokenizer, **kwargs) -> Localizer:
         """A model in memory and its tokenizer (e.g. during training): the processor from its config."""
-        return cls(model, strategy(model.config.model_type)[1].from_config(model.config, tokenizer), **kwargs)
+        return cls(model, strategy(model.config.model_type).processor_class.from_config(model.config, tokenizer), **kwargs)
 
     @classmethod
     def from_pretrained(cls, checkpoint: str | Path, device: str | torch.device | None = None,
@@ -123,13 +131,13 @@ class Localizer:
         """Load model, processor and (if the checkpoint has one) its ``descriptions.json``; the checkpoint's
         ``model_type`` picks the model class and the answering strategy."""
         folder = Path(checkpoint)
-        model_class, processor_class, answerer_class = strategy(AutoConfig.from_pretrained(folder).model_type)
+        kind = strategy(AutoConfig.from_pretrained(folder).model_type)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model = model_class.from_pretrained(folder, dtype=dtype, device=device)
+        model = kind.model_class.from_pretrained(folder, dtype=dtype, device=device)
         descriptions_file = folder / "descriptions.json"
         descriptions = json.loads(descriptions_file.read_text()) if descriptions_file.is_file() else None
-        return cls(model, processor_class.from_pretrained(folder), answerer_class(), descriptions, device=device,
-                   **kwargs)
+        return cls(model, kind.processor_class.from_pretrained(folder), kind.answerer_class(), descriptions,
+                   device=device, **kwargs)
 
     # ------------------------------------------------------------------ inputs
 

@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -95,7 +96,7 @@ class LocLLMImageProcessor:
         return crop_to_image(crop_px, center, scale, self.image_size, pixel_std=self.pixel_std)
 
 
-class _Processor:
+class _Processor(ABC):
     """What both processors share: an image processor, a tokenizer (padded by one rule), a codec, and
     their save / load. A subclass says what else it holds (``to_dict`` / ``from_dict``) and how a model
     config describes it (``from_config``)."""
@@ -106,16 +107,19 @@ class _Processor:
         self.codec = codec
         self.pad_token_id = pad_token_id(tokenizer)
 
+    @abstractmethod
     def to_dict(self) -> dict:
-        raise NotImplementedError
+        """What ``processor_config.json`` holds (besides ``processor_class``)."""
 
     @classmethod
+    @abstractmethod
     def from_dict(cls, config: dict, tokenizer):
-        raise NotImplementedError
+        """The processor :meth:`to_dict` describes, around ``tokenizer``."""
 
     @classmethod
+    @abstractmethod
     def from_config(cls, config, tokenizer):
-        raise NotImplementedError
+        """The processor a model config describes (checkpoints saved without a processor)."""
 
     def save_pretrained(self, save_directory: str | Path) -> None:
         """Write ``processor_config.json`` and the tokenizer into ``save_directory``."""
