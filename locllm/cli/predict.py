@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -19,7 +18,7 @@ import numpy as np
 
 from ..data.images import ImageReadError, read_image_rgb
 from ..engine.boxes import image_key, parse_box, read_detection_boxes
-from ..keypoints import KeypointSet, parse_describe, resolve_keypoints
+from ..engine.report import prediction_report, requested_keypoints
 from .common import add_json_argument, write_json
 
 
@@ -38,34 +37,6 @@ def add_parser(parser) -> None:
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--out", help="write the annotated picture here (with several images: a folder)")
     add_json_argument(parser)
-
-
-def requested_keypoints(keypoints: str, describe: list[str],
-                        resolve: Callable[[str], KeypointSet] = resolve_keypoints) -> tuple[KeypointSet, list[bool]]:
-    """The keypoint set asked for, with described extras appended; and which entries are extras.
-
-    ``resolve`` reads ``keypoints``; a localizer's ``keypoint_set`` also knows the keypoints of its checkpoint.
-    """
-    base = resolve(keypoints)
-    extras = tuple(parse_describe(spec) for spec in describe)
-    known = {k.name for k in base}
-    for extra in extras:
-        if extra.name in known:
-            raise ValueError(f"--describe {extra.name!r}: already asked by --keypoints")
-    kp_set = KeypointSet(base.name, base.keypoints + extras, base.skeleton, None)
-    return kp_set, [False] * len(base) + [True] * len(extras)
-
-
-def prediction_report(mode: str, kp_set: KeypointSet, images: list[tuple[str, list]], seconds: float,
-                      errors: dict[str, str] | None = None) -> dict:
-    """What ``--json`` writes (the web demo returns the same): ``images`` holds (image name, persons) pairs,
-    ``seconds`` the time spent localizing them all, ``errors`` why an image has no answer (unreadable)."""
-    errors = errors or {}
-    persons_total = sum(len(persons) for _, persons in images)
-    return {"mode": mode, "keypoints": kp_set.names,
-            "images": [{"image": name, "persons": [p.to_dict() for p in persons], "error": errors.get(name)}
-                       for name, persons in images],
-            "persons": persons_total, "ms_per_person": 1000 * seconds / persons_total if persons_total else None}
 
 
 def run(args) -> int:

@@ -1,7 +1,8 @@
-"""Inference: the Localizer and its two decoding paths (reference and fast)."""
+"""Inference: the Localizer, its answering strategies (text decoding, heatmaps) and what predict / serve report."""
 
-from .decoding import AnswerGrammar, GrammarItem, fast_decode, reference_decode
-from .localizer import Localizer, PersonKeypoints, build_answer_grammar
+from .decoding import fast_decode, reference_decode
+from .heatmap_answerer import HeatmapAnswerer
+from .localizer import Localizer, PersonKeypoints
+from .text_answerer import TextAnswerer
 
-__all__ = ["AnswerGrammar", "GrammarItem", "Localizer", "PersonKeypoints", "build_answer_grammar", "fast_decode",
-           "reference_decode"]
+__all__ = ["HeatmapAnswerer", "Localizer", "PersonKeypoints", "TextAnswerer", "fast_decode", "reference_decode"]

@@ -17,8 +17,9 @@ import torch
 from ..data.synth import render_scene
 from ..keypoints import get_keypoint_set
 from ..models import LocLLMForKeypointLocalization
+from ..models.processing_locllm import LocLLMProcessor
 from ..models.tiny import locllm_config
-from ..prompts import PromptBuilder, PromptStyle
+from ..prompts import PromptStyle
 from ..prompts.demo_tokenizer import build_demo_tokenizer
 from .localizer import Localizer
 
@@ -108,15 +109,17 @@ def run_benchmark(size: str = "small", persons: int = 8, keypoints: str = "coco"
     # tokenizer would make the queries 4x longer than any real tokenizer does.
     tokenizer = tokenizer or build_demo_tokenizer()
     style = PromptStyle()
-    builder = PromptBuilder(tokenizer, style, 1)
+    tokenizer.add_tokens([style.image_token], special_tokens=True)  # a no-op when the tokenizer has it
     vocab = 32000 if size == "paper" else len(tokenizer)
-    config = locllm_config(size, vocab_size=max(vocab, len(tokenizer)), image_token_id=builder.image_token_id,
+    config = locllm_config(size, vocab_size=max(vocab, len(tokenizer)),
+                           image_token_id=tokenizer.convert_tokens_to_ids(style.image_token),
                            prompt_style=style.to_dict())
     torch.manual_seed(seed)
     with torch.device(device):
         model = LocLLMForKeypointLocalization(config)
     model.to_base_dtype(torch_dtype)
-    localizer = Localizer(model, tokenizer, device=device, persons_per_batch=persons)
+    processor = LocLLMProcessor.from_config(config, tokenizer)
+    localizer = Localizer(model, processor, device=device, persons_per_batch=persons)
     image, people = render_scene(np.random.default_rng(seed), size=256, num_persons=1)
     boxes = np.repeat(np.asarray(people[0]["bbox"], dtype=np.float64)[None], persons, axis=0)
     kp_set = get_keypoint_set(keypoints)
@@ -129,10 +132,10 @@ def run_benchmark(size: str = "small", persons: int = 8, keypoints: str = "coco"
             reference = localizer.localize(image, boxes, kp_set, mode="reference")
         with measure_kv_cache(model) as fast_caches:
             localizer.localize(image, boxes, kp_set, mode="fast")
-        localizer.constrained = False
+        localizer.answerer.constrained = False
         with count_vision_images(model) as fast_images:
             greedy = localizer.localize(image, boxes, kp_set, mode="fast")
-        localizer.constrained = True
+        localizer.answerer.constrained = True
     answers = [(a, b) for p, q in zip(reference, greedy, strict=True) for a, b in zip(p.answers, q.answers, strict=True)]
     result = {
         "config": size, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -153,8 +156,9 @@ def run_benchmark(size: str = "small", persons: int = 8, keypoints: str = "coco"
         "fast_kv_cache_mib_per_person": sum(fast_caches) / persons / 2**20,
         "trainable_parameters": model.trainable_parameter_count(),
     }
+    builder = processor.builder
     flops = floor_flops(model, len(builder.prefix_ids()) - 1 + config.num_image_tokens,
-                        [len(builder.query_ids(k)) for k in kp_set], len(localizer.grammar) - 1)
+                        [len(builder.query_ids(k)) for k in kp_set], len(processor.grammar) - 1)
     # a CPU multiplies a 1024 matrix at its full rate already, in a fraction of the time of a 4096 one
     tflops = matmul_tflops(device, torch_dtype, n=4096 if device.type == "cuda" else 1024)
     result.update({"matmul_tflops": tflops, "floor_ms_per_person": 1000 * flops / (tflops * 1e12),

@@ -23,31 +23,8 @@ from dataclasses import dataclass
 import torch
 from transformers import StaticCache
 
+from ..prompts.grammar import AnswerGrammar, GrammarItem
 from .shared_prefix_attention import SharedPrefixLayout, shared_prefix_attention
-
-
-@dataclass(frozen=True)
-class GrammarItem:
-    """One token of an answer: ``allowed`` token ids (one id = forced) and which value it writes
-    (0 = x, 1 = y, 2 = depth; ``None`` for brackets, separators and EOS)."""
-
-    allowed: tuple[int, ...]
-    value_index: int | None
-
-    @property
-    def forced(self) -> bool:
-        return len(self.allowed) == 1
-
-
-@dataclass(frozen=True)
-class AnswerGrammar:
-    """The token sequence every answer follows, e.g. ``▁[ 0 . d d d , 0 . d d d ] </s>`` for Llama."""
-
-    items: tuple[GrammarItem, ...]
-    num_values: int
-
-    def __len__(self) -> int:
-        return len(self.items)
 
 
 @dataclass
@@ -93,17 +70,6 @@ def reference_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     for row in new_tokens.tolist():
         token_ids.append(row[: row.index(eos_token_id)] if eos_token_id in row else row)
     return token_ids, step_probs
-
-
-def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        if seq:
-            ids[row, width - len(seq):] = torch.tensor(seq)
-            mask[row, width - len(seq):] = 1
-    return ids, mask
 
 
 class _PackedPersons:

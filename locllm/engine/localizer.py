@@ -1,7 +1,7 @@
 """``Localizer``: images + person boxes + keypoints (by name or by description) -> keypoints in pixels.
 
-    image -> person crops (processor) -> image features, once per crop (model)
-          -> one query per keypoint, prefix shared (decoding) -> answer text -> coordinates (codec)
+    image -> person crops (processor) -> the model answers each asked keypoint (answerer: text
+          decoding for LocLLM, heatmaps for the CLIP baseline) -> crop coordinates (codec)
           -> image pixels (processor)
 
 Example:
@@ -14,29 +14,46 @@ Example:
 from __future__ import annotations
 
 import json
-import logging
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image
-from transformers import AutoTokenizer
+from transformers import AutoConfig
 
 from ..data.images import read_image_rgb
 from ..keypoints import Keypoint, KeypointSet, normalize_name, resolve_keypoints
 from ..keypoints.sets import all_known_keypoints
-from ..models import LocLLMForKeypointLocalization
-from ..models.clip_baseline import MODEL_TYPE as CLIP_BASELINE_MODEL_TYPE
-from ..models.processing_locllm import LocLLMImageProcessor
-from ..prompts import DecimalCodec, PromptBuilder, PromptStyle, build_codec
-from .decoding import AnswerGrammar, GrammarItem, fast_decode, left_pad, reference_decode
-
-logger = logging.getLogger(__name__)
+from ..models import LocLLMConfig, LocLLMForKeypointLocalization
+from ..models.clip_baseline import CLIPBaselineConfig, CLIPBaselineForKeypointHeatmaps
+from ..models.processing_locllm import CLIPBaselineProcessor, LocLLMProcessor
+from .heatmap_answerer import HeatmapAnswerer
+from .text_answerer import TextAnswerer
 
 MODES = ("fast", "reference")
-_VALUE_TEXT = re.compile(r"\d+\.\d+|<loc_\d+>")
+
+class Strategy(NamedTuple):
+    """What a model type brings to the Localizer."""
+
+    model_class: type
+    processor_class: type
+    answerer_class: type
+
+
+# Keyed by the model_type AutoConfig reads from a checkpoint (both configs are registered with it).
+STRATEGIES = {
+    LocLLMConfig.model_type: Strategy(LocLLMForKeypointLocalization, LocLLMProcessor, TextAnswerer),
+    CLIPBaselineConfig.model_type: Strategy(CLIPBaselineForKeypointHeatmaps, CLIPBaselineProcessor, HeatmapAnswerer),
+}
+
+
+def strategy(model_type: str) -> Strategy:
+    """The model class, processor class and answering strategy of a checkpoint's ``model_type``."""
+    if model_type not in STRATEGIES:
+        raise ValueError(f"no localizer for model_type {model_type!r}; known: {', '.join(STRATEGIES)}")
+    return STRATEGIES[model_type]
 
 
 @dataclass
@@ -75,81 +92,52 @@ class PersonKeypoints:
         }
 
 
-def build_answer_grammar(builder: PromptBuilder, codec) -> AnswerGrammar:
-    """The codec's answer shape as token steps of this tokenizer, with the value each step writes."""
-    steps = builder.allowed_answer_ids(codec)
-    units = codec.answer_grammar()[1:]  # after "["; the answer-start ids cover the separator and "["
-    separator = codec.value_separator
-    value_of_unit: list[int | None] = []
-    value = 0
-    for allowed in units:
-        if separator and allowed == [separator]:
-            value_of_unit.append(None)
-            value += 1
-        elif allowed == ["]"]:
-            value_of_unit.append(None)
-        else:
-            value_of_unit.append(value)
-            if not separator:
-                value += 1  # location tokens: one unit per value, no separator
-    start = len(steps) - 1 - len(units)
-    items = [GrammarItem(tuple(ids), None) for ids in steps[:start]]
-    items += [GrammarItem(tuple(ids), v) for ids, v in zip(steps[start:-1], value_of_unit, strict=True)]
-    items.append(GrammarItem(tuple(steps[-1]), None))
-    return AnswerGrammar(tuple(items), codec.ndim)
-
-
 class Localizer:
-    """Keypoint localization with a LocLLM checkpoint; see the module docstring."""
+    """Keypoint localization with a checkpoint of either model; see the module docstring.
 
-    model_class = LocLLMForKeypointLocalization  # what from_pretrained loads
+    Args:
+        model: a LocLLM or CLIP-baseline model, on ``device``.
+        processor: its :class:`~locllm.models.processing_locllm.LocLLMProcessor` (or ``CLIPBaselineProcessor``).
+        answerer: how the model answers for a batch of crops: a :class:`~.text_answerer.TextAnswerer`
+            (LocLLM) or :class:`~.heatmap_answerer.HeatmapAnswerer` (CLIP baseline); default: the
+            model type's.
+        descriptions: a checkpoint's own keypoint descriptions (see :meth:`keypoint_set`).
+        persons_per_batch: persons answered together.
+    """
 
-    def __init__(self, model: LocLLMForKeypointLocalization, tokenizer, descriptions: dict[str, str] | None = None,
-                 device: str | torch.device = "cpu", persons_per_batch: int = 8, constrained: bool = True):
+    def __init__(self, model, processor: LocLLMProcessor | CLIPBaselineProcessor, answerer=None,
+                 descriptions: dict[str, str] | None = None, device: str | torch.device = "cpu",
+                 persons_per_batch: int = 8):
         self.model = model.eval()
         self.config = model.config
+        self.processor = processor
+        self.answerer = answerer if answerer is not None else strategy(model.config.model_type).answerer_class()
         self.device = torch.device(device)
-        self.style = PromptStyle.from_dict(self.config.prompt_style) if self.config.prompt_style else PromptStyle()
-        self.builder = PromptBuilder(tokenizer, self.style, self.config.num_image_tokens)
-        if self.builder.image_token_id != self.config.image_token_id:
-            raise ValueError(
-                f"tokenizer maps {self.style.image_token!r} to {self.builder.image_token_id}, the model expects "
-                f"{self.config.image_token_id}"
-            )
-        self.tokenizer = tokenizer
-        self.codec = (build_codec(self.config.coordinate_codec) if self.config.coordinate_codec
-                      else DecimalCodec(ndim=self.config.coordinate_ndim))
-        self.grammar = build_answer_grammar(self.builder, self.codec)
-        self.processor = LocLLMImageProcessor.from_config(self.config)
         self.descriptions = descriptions or {}
         self.persons_per_batch = persons_per_batch
-        # Unconstrained fast decoding is plain greedy, token for token the reference's: for parity checks
-        # on models (random ones) whose answers do not follow the grammar.
-        self.constrained = constrained
-        # The image token may be inside the LM's vocabulary; an answer never holds one, and feeding one
-        # back would read as a second image.
-        vocab = self.model.get_input_embeddings().num_embeddings
-        self.suppressed_token_ids = (self.builder.image_token_id,) if self.builder.image_token_id < vocab else ()
-        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    @property
+    def codec(self):
+        return self.processor.codec
+
+    @classmethod
+    def from_model(cls, model, tokenizer, **kwargs) -> Localizer:
+        """A model in memory and its tokenizer (e.g. during training): the processor from its config."""
+        return cls(model, strategy(model.config.model_type).processor_class.from_config(model.config, tokenizer), **kwargs)
 
     @classmethod
     def from_pretrained(cls, checkpoint: str | Path, device: str | torch.device | None = None,
                         dtype: torch.dtype | None = None, **kwargs) -> Localizer:
-        """Load model, tokenizer and (if the checkpoint has one) its ``descriptions.json``; a CLIP-baseline
-        checkpoint gets a :class:`~.heatmap_localizer.HeatmapLocalizer`, with the same API."""
+        """Load model, processor and (if the checkpoint has one) its ``descriptions.json``; the checkpoint's
+        ``model_type`` picks the model class and the answering strategy."""
         folder = Path(checkpoint)
-        config_file = folder / "config.json"
-        if cls is Localizer and config_file.is_file() and \
-                json.loads(config_file.read_text()).get("model_type") == CLIP_BASELINE_MODEL_TYPE:
-            from .heatmap_localizer import HeatmapLocalizer  # a subclass of this one: imported on use
-
-            cls = HeatmapLocalizer
+        kind = strategy(AutoConfig.from_pretrained(folder).model_type)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model = cls.model_class.from_pretrained(folder, dtype=dtype, device=device)
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = kind.model_class.from_pretrained(folder, dtype=dtype, device=device)
         descriptions_file = folder / "descriptions.json"
         descriptions = json.loads(descriptions_file.read_text()) if descriptions_file.is_file() else None
-        return cls(model, tokenizer, descriptions, device=device, **kwargs)
+        return cls(model, kind.processor_class.from_pretrained(folder), kind.answerer_class(), descriptions,
+                   device=device, **kwargs)
 
     # ------------------------------------------------------------------ inputs
 
@@ -238,7 +226,7 @@ class Localizer:
                 else:
                     usable.append(j)
             if usable:
-                crops.append((image_boxes[usable], self.processor.crop_persons(pixels, image_boxes[usable])))
+                crops.append((image_boxes[usable], self.processor.image_processor.crop_persons(pixels, image_boxes[usable])))
                 where += [(i, j) for j in usable]
         if not where:
             return results
@@ -252,7 +240,7 @@ class Localizer:
             for p, (i, j) in enumerate(where[chunk]):
                 n = start + p
                 coords = normalized[p]
-                coords[:, :2] = self.processor.crop_to_image(coords[:, :2], centers[n], scales[n])
+                coords[:, :2] = self.processor.image_processor.crop_to_image(coords[:, :2], centers[n], scales[n])
                 results[i][j] = PersonKeypoints(person_boxes[n], kp_set.names, coords, scores[p], valid[p], texts[p])
         return results
 
@@ -275,71 +263,22 @@ class Localizer:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         crops = np.asarray(crops)
-        size = self.processor.image_size
+        size = self.processor.image_processor.image_size
         if crops.ndim != 4 or crops.shape[1:] != (size, size, 3) or crops.dtype != np.uint8:
             raise ValueError(f"crops must be (B, {size}, {size}, 3) uint8 RGB, got {crops.shape} {crops.dtype}")
         kp_set = self.keypoint_set(keypoints)
         results = []
         for start in range(0, len(crops), self.persons_per_batch):
             chunk = crops[start:start + self.persons_per_batch]
-            normalized, scores, valid, texts = self._answer_crops(self.processor.normalize(chunk), kp_set, mode)
+            normalized, scores, valid, texts = self._answer_crops(self.processor.image_processor.normalize(chunk), kp_set, mode)
             normalized[..., :2] *= size
             box = np.array([0.0, 0.0, size, size])
             results += [PersonKeypoints(box, kp_set.names, normalized[p], scores[p], valid[p], texts[p])
                         for p in range(len(chunk))]
         return results
 
-    @torch.no_grad()
     def _answer_crops(self, pixel_values: torch.Tensor, kp_set: KeypointSet,
                       mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list[str]]]:
-        """Normalized crop tensors (P, 3, S, S) -> per person: coordinates (P, K, ndim) in [0, 1) of the crop
-        (depth in mm), NaN where invalid; scores (P, K); valid (P, K); answer texts (P lists of K)."""
-        pixel_values = pixel_values.to(self.device)
-        queries = [self.builder.query_ids(kp) for kp in kp_set]
-        persons, k = pixel_values.shape[0], len(kp_set)
-        if mode == "fast":
-            features = self.model.get_image_features(pixel_values)
-            decoded = fast_decode(
-                self.model, features, self.builder.prefix_ids(), queries, self.grammar if self.constrained else None,
-                self.builder.eos_token_id, len(self.grammar) - 1, self.suppressed_token_ids,
-            )
-            token_ids, value_scores = decoded.token_ids, decoded.value_scores.numpy()
-        else:
-            token_ids, value_scores = self._reference_answers(pixel_values, queries, persons)
-        texts = [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in token_ids]
-        normalized, valid = self.codec.decode_batch(texts)
-        # A keypoint's score is the mean of its x and y scores, as in the reference.
-        keypoint_scores = np.where(valid, np.nan_to_num(value_scores[:, :2], nan=0.0).mean(axis=1), 0.0)
-        return (normalized.reshape(persons, k, -1), keypoint_scores.reshape(persons, k), valid.reshape(persons, k),
-                [texts[p * k:(p + 1) * k] for p in range(persons)])
-
-    def _reference_answers(self, pixel_values: torch.Tensor, queries: list[list[int]],
-                           persons: int) -> tuple[list[list[int]], np.ndarray]:
-        """The reference's way: per person, K full prompts with K copies of the image, one generate call."""
-        prefix = self.builder.prefix_ids()
-        prompts = [prefix + q for q in queries]
-        input_ids, attention_mask = left_pad(prompts, self.pad_token_id)
-        token_ids: list[list[int]] = []
-        scores = []
-        for p in range(persons):
-            images = pixel_values[p:p + 1].expand(len(queries), -1, -1, -1)
-            ids, step_probs = reference_decode(
-                self.model, input_ids.to(self.device), attention_mask.to(self.device), images,
-                len(self.grammar) - 1, self.builder.eos_token_id, self.pad_token_id, self.suppressed_token_ids,
-            )
-            token_ids += ids
-            scores.append(self._span_scores(ids, step_probs))
-        return token_ids, np.concatenate(scores)
-
-    def _span_scores(self, token_ids: list[list[int]], step_probs: torch.Tensor) -> np.ndarray:
-        """Per answer, the mean step probability over the tokens that write each value (by token span)."""
-        scores = np.full((len(token_ids), self.codec.ndim), np.nan)
-        for row, ids in enumerate(token_ids):
-            ends = [len(self.tokenizer.decode(ids[: t + 1], skip_special_tokens=True)) for t in range(len(ids))]
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            for v, match in enumerate(list(_VALUE_TEXT.finditer(text))[: self.codec.ndim]):
-                starts = [0] + ends[:-1]
-                picked = [float(step_probs[row, t]) for t in range(len(ids))
-                          if starts[t] < match.end() and ends[t] > match.start()]
-                scores[row, v] = float(np.mean(picked)) if picked else np.nan
-        return scores
+        """Normalized crop tensors (P, 3, S, S) -> the answerer's coordinates (P, K, ndim) in [0, 1) of the
+        crop, scores (P, K), valid (P, K) and answer texts."""
+        return self.answerer(self.model, self.processor, pixel_values.to(self.device), kp_set, mode)

@@ -8,14 +8,15 @@
 
 The head (SimpleBaseline's deconvolutions, then one 1x1 convolution to a single channel) learns where
 "this" keypoint is from the product alone: it is keypoint-agnostic, and any keypoint can be asked by
-its text, as with LocLLM. Training regresses Gaussian targets (:mod:`.heatmap`) with MSE over the
+its text, as with LocLLM. Training regresses Gaussian targets (:mod:`locllm.codecs.heatmap`) with MSE over the
 visible keypoints. Which towers train (LoRA on their q/v projections, or all their weights) is set in
 the config; the head always trains. Its batch norm sees each micro-batch's statistics, so unlike
 LocLLM's loss a step depends a little on how a batch is split over micro-batches and processes.
 
-``locllm train`` builds it with ``model.type: clip_baseline`` (:class:`CLIPBaselineCollator` makes the
-batches); ``locllm eval`` / ``predict`` load it through ``Localizer.from_pretrained``, which hands a
-checkpoint of this type to :class:`~locllm.engine.heatmap_localizer.HeatmapLocalizer`.
+``locllm train`` builds it with ``model.type: clip_baseline`` (``locllm.training.clip_baseline_collator``
+makes the batches); ``locllm eval`` / ``predict`` load it through ``Localizer.from_pretrained``, which answers
+a checkpoint of this type with :class:`~locllm.engine.heatmap_answerer.HeatmapAnswerer`. Its keypoint texts
+and heatmap codec are in :class:`~locllm.models.processing_locllm.CLIPBaselineProcessor`.
 
 Checkpoints follow LocLLM's: ``config.json``, the trained weights (LoRA, head, and any tower trained
 whole) in ``trained.safetensors``, and in ``base.safetensors`` the CLIP weights that cannot be loaded
@@ -23,7 +24,8 @@ from ``clip_model_name_or_path`` (tiny models' random ones).
 
 Example:
     >>> model = CLIPBaselineForKeypointHeatmaps.from_pretrained("runs/clip-baseline/checkpoints/step-0001000")
-    >>> ids, mask = tokenize_keypoint_texts(tokenizer, ["The left knee is ..."], model.config.max_text_length)
+    >>> processor = CLIPBaselineProcessor.from_pretrained("runs/clip-baseline/checkpoints/step-0001000")
+    >>> ids, mask = processor.tokenize_texts(["The left knee is ..."])
     >>> out = model(pixel_values=crops, input_ids=ids, attention_mask=mask,
     ...             image_index=torch.arange(len(crops)), text_index=torch.zeros(len(crops), dtype=torch.long))
     >>> out.heatmaps  # (B, H, H): where the left knee is in each crop
@@ -31,10 +33,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -42,15 +42,12 @@ from transformers import CLIPConfig, CLIPModel, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 from transformers.utils import ModelOutput
 
-from ..keypoints import Keypoint
+from ..codecs import HeatmapCodec
 from .configuration_locllm import CLIP_MEAN, CLIP_STD
-from .heatmap import HeatmapCodec
 from .modeling_base import BaseSpec, PreTrainedModelOnBases
-from .processing_locllm import LocLLMImageProcessor
 
 MODEL_TYPE = "locllm_clip_baseline"
 LORA_TARGETS = ("self_attn.q_proj", "self_attn.v_proj")  # query and value of every attention layer, as LocLLM
-QUERY_CHOICE_STREAM = 3  # keeps the collator's keypoint choice independent of the other seeded draws
 
 
 class CLIPBaselineConfig(PretrainedConfig):
@@ -128,10 +125,6 @@ class CLIPBaselineConfig(PretrainedConfig):
     def heatmap_codec(self) -> HeatmapCodec:
         return HeatmapCodec(self.image_size, self.heatmap_size, self.heatmap_sigma)
 
-    def keypoint_text(self, keypoint: Keypoint) -> str:
-        """What the text tower reads for ``keypoint``."""
-        return self.text_template.format(name=keypoint.name, description=keypoint.description)
-
 
 SIZES = {
     # name: (vision hidden, layers, heads, patch, image size, text hidden, layers, heads, text positions,
@@ -163,31 +156,6 @@ def clip_baseline_config(size: str = "tiny", tokenizer=None, **overrides) -> CLI
         projection_dim=projection,
     )
     return CLIPBaselineConfig(clip_config=clip, **{"image_size": image_size, "head_channels": head, **overrides})
-
-
-def tokenize_keypoint_texts(tokenizer, texts: Sequence[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Texts -> right-padded ``input_ids`` and ``attention_mask`` (T, L), each text ending in EOS.
-
-    The model reads each text at its last real token, so EOS must be there: CLIP's tokenizer adds it,
-    others (the character tokenizer of tiny models) get it appended; a text too long is cut before it.
-    """
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise ValueError("the tokenizer has no EOS token, which the text tower is read at")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    rows = []
-    for text in texts:
-        ids = tokenizer(text)["input_ids"]
-        if ids[-1] != eos:
-            ids = ids + [eos]
-        rows.append(ids if len(ids) <= max_length else ids[: max_length - 1] + [eos])
-    length = max(len(ids) for ids in rows)
-    input_ids = torch.full((len(rows), length), pad, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for row, ids in enumerate(rows):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        attention_mask[row, : len(ids)] = 1
-    return input_ids, attention_mask
 
 
 @dataclass
@@ -305,7 +273,7 @@ class CLIPBaselineForKeypointHeatmaps(CLIPBaselinePreTrainedModel):
         r"""
         Args:
             pixel_values: (B, 3, S, S) normalized crops.
-            input_ids / attention_mask: (T, L) keypoint texts (:func:`tokenize_keypoint_texts`).
+            input_ids / attention_mask: (T, L) keypoint texts (:meth:`~locllm.models.processing_locllm.CLIPBaselineProcessor.tokenize_texts`).
             image_index / text_index: (Q,) which image and which text each query pairs; both ``None``
                 pairs image i with text i (B = T).
             target_heatmaps: (Q, H, H) Gaussian targets (:meth:`CLIPBaselineConfig.heatmap_codec`).
@@ -340,62 +308,5 @@ class CLIPBaselineForKeypointHeatmaps(CLIPBaselinePreTrainedModel):
         return CLIPBaselineOutput(loss=loss, heatmaps=heatmaps)
 
 
-class CLIPBaselineCollator:
-    """Build a training batch from ``(epoch, index, sample)`` items (what the trainer's loader yields).
-
-    Each sample (a :class:`~locllm.data.datasets.PoseSample`: its ``image`` crop, ``joints``, ``visible``
-    and ``keypoints``) is asked about up to ``keypoints_per_sample`` of its visible keypoints, chosen at
-    random (``None``: all of them). The choice is seeded by (seed, epoch, index), like the datasets'
-    augmentations, so a batch is the same whichever process builds it. Texts are encoded once per batch.
-
-    Returns (from ``__call__``): ``pixel_values`` (B, 3, S, S); ``input_ids`` / ``attention_mask`` (T, L) of
-    the batch's distinct keypoint texts; ``image_index`` / ``text_index`` (Q,); ``target_heatmaps``
-    (Q, H, H); ``target_weights`` (Q,): the keyword arguments of the model's ``forward``.
-    """
-
-    def __init__(self, config: CLIPBaselineConfig, tokenizer, keypoints_per_sample: int | None = None, seed: int = 0):
-        if keypoints_per_sample is not None and keypoints_per_sample < 1:
-            raise ValueError(f"keypoints_per_sample must be >= 1 or None (all), got {keypoints_per_sample}")
-        self.config = config
-        self.tokenizer = tokenizer
-        self.processor = LocLLMImageProcessor.from_config(config)
-        self.codec = config.heatmap_codec()
-        self.keypoints_per_sample = keypoints_per_sample
-        self.seed = seed
-
-    def __call__(self, items) -> dict[str, torch.Tensor]:
-        size = self.config.image_size
-        texts: dict[str, int] = {}
-        image_index, text_index, points, crops = [], [], [], []
-        for row, (epoch, index, sample) in enumerate(items):
-            if sample.image.shape != (size, size, 3):
-                raise ValueError(f"a crop has shape {sample.image.shape} but the model takes ({size}, {size}, 3) "
-                                 "images; set data.crop_size to the model's image size")
-            candidates = np.flatnonzero(sample.visible)
-            if len(candidates) == 0:
-                raise ValueError(f"sample {sample.image_id} has no visible keypoint to ask; training datasets "
-                                 "skip such crops")
-            if self.keypoints_per_sample is not None and len(candidates) > self.keypoints_per_sample:
-                rng = np.random.default_rng([self.seed, epoch, index, QUERY_CHOICE_STREAM])
-                candidates = np.sort(rng.choice(candidates, size=self.keypoints_per_sample, replace=False))
-            for k in candidates:
-                text = self.config.keypoint_text(sample.keypoints[k])
-                text_index.append(texts.setdefault(text, len(texts)))
-                image_index.append(row)
-                points.append(sample.joints[k, :2])
-            crops.append(sample.image)
-        input_ids, attention_mask = tokenize_keypoint_texts(self.tokenizer, list(texts), self.config.max_text_length)
-        target_heatmaps, target_weights = self.codec.encode(np.stack(points), np.ones(len(points), dtype=bool))
-        return {
-            "pixel_values": self.processor.normalize(crops),
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "image_index": torch.tensor(image_index, dtype=torch.long),
-            "text_index": torch.tensor(text_index, dtype=torch.long),
-            "target_heatmaps": target_heatmaps,
-            "target_weights": target_weights,
-        }
-
-
-__all__ = ["CLIPBaselineCollator", "CLIPBaselineConfig", "CLIPBaselineForKeypointHeatmaps", "CLIPBaselineOutput",
-           "HeatmapHead", "clip_baseline_config", "tokenize_keypoint_texts"]
+__all__ = ["CLIPBaselineConfig", "CLIPBaselineForKeypointHeatmaps", "CLIPBaselineOutput",
+           "HeatmapHead", "clip_baseline_config"]

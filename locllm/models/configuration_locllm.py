@@ -43,7 +43,7 @@ class LocLLMConfig(PretrainedConfig):
             LoRA (for towers or LMs without pretraining, such as the CPU demo's tiny LM).
         prompt_style: the conversation format (``locllm.prompts.PromptStyle`` as a dict).
         coordinate_ndim: 2, or 3 for the Human3.6M models.
-        coordinate_codec: how coordinates are written (``locllm.prompts.build_codec`` dict); ``None``
+        coordinate_codec: how coordinates are written (``locllm.codecs.build_codec`` dict); ``None``
             is the paper's decimal text with ``coordinate_ndim`` values.
     """
 

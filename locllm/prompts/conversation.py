@@ -33,8 +33,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
+from ..codecs.text import ANSWER_OPEN, CoordinateCodec
 from ..keypoints import Keypoint
-from .codec import ANSWER_OPEN, CoordinateCodec
 
 IGNORE_INDEX = -100  # label of tokens without loss (PyTorch cross-entropy's default ignore_index)
 DEFAULT_QUESTION = "Where is the {name} of this person in this image? Please provide its coordinates."
@@ -296,7 +296,7 @@ class PromptBuilder:
     def allowed_answer_ids(self, codec: CoordinateCodec) -> list[list[int]]:
         """The token ids allowed at each generation step after the prompt, for a grammar-constrained decoder.
 
-        ``codec`` is a :class:`~locllm.prompts.codec.DecimalCodec` or ``LocationTokenCodec``. Step ``t``
+        ``codec`` is a :class:`~locllm.codecs.DecimalCodec` or ``LocationTokenCodec``. Step ``t``
         of the answer may only be one of ``steps[t]``: first the answer start ids (one fixed id per step),
         then the codec's grammar (e.g. ``0``, ``.``, three steps of any digit, ``,``, ...), then the EOS.
         ``len(steps)`` is the exact number of new tokens (Llama 2D: 14 = 13 answer tokens + EOS). Steps

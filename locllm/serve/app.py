@@ -27,11 +27,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..cli.predict import prediction_report, requested_keypoints
 from ..data.images import ImageReadError, read_image_rgb
 from ..data.synth import render_scene
 from ..engine.boxes import parse_box
 from ..engine.localizer import MODES, Localizer
+from ..engine.report import prediction_report, requested_keypoints
 from ..keypoints import KEYPOINT_SETS, KeypointSet, normalize_name, resolve_keypoints
 from ..viz import draw_keypoints
 

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from ..data.datasets import CaptionSample, PoseSample
-from ..models.processing_locllm import LocLLMImageProcessor
-from ..prompts import IGNORE_INDEX, PromptBuilder
-from ..prompts.codec import DecimalCodec, LocationTokenCodec
+from ..models.processing_locllm import LocLLMProcessor
+from ..prompts import IGNORE_INDEX
+from ..prompts.padding import pad_sequences
 
 ROUND_CHOICE_STREAM = 1  # keeps the round choice independent of the datasets' augmentation draws
 
@@ -30,12 +30,11 @@ class TrainingCollator:
     """Build a training batch from ``(epoch, index, sample)`` items (what the trainer's loader yields).
 
     Args:
-        builder: the conversation's token ids and labels.
-        codec: coordinates -> answer text (its ``ndim`` decides 2D or 3D answers).
-        processor: uint8 crops -> normalized pixel tensor (the model config's mean and std).
+        processor: the model's crops (normalized with its mean and std), conversation ids and labels
+            (its prompt builder), answer text (its codec, whose ``ndim`` decides 2D or 3D answers) and
+            pad id (``input_ids`` are right-padded with it, labels with ``IGNORE_INDEX``).
         max_rounds: keypoints asked per sample (the paper: 5).
         seed: with epoch and index, seeds each sample's choice of keypoints.
-        pad_token_id: right padding of ``input_ids`` (labels are padded with ``IGNORE_INDEX``).
         supervise_unknown_depth: 3D only: also supervise the filler depth of samples without depth
             (the reference does; by default those characters carry no loss).
 
@@ -45,22 +44,18 @@ class TrainingCollator:
 
     def __init__(
         self,
-        builder: PromptBuilder,
-        codec: DecimalCodec | LocationTokenCodec,
-        processor: LocLLMImageProcessor,
+        processor: LocLLMProcessor,
         max_rounds: int = 5,
         seed: int = 0,
-        pad_token_id: int = 0,
         supervise_unknown_depth: bool = False,
     ):
         if max_rounds < 1:
             raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
-        self.builder = builder
-        self.codec = codec
         self.processor = processor
+        self.builder = processor.builder
+        self.codec = processor.codec
         self.max_rounds = max_rounds
         self.seed = seed
-        self.pad_token_id = pad_token_id
         self.supervise_unknown_depth = supervise_unknown_depth
 
     def __call__(self, items: Sequence[tuple[int, int, PoseSample | CaptionSample]]) -> dict[str, torch.Tensor]:
@@ -72,13 +67,13 @@ class TrainingCollator:
                 rng = np.random.default_rng([self.seed, epoch, index, ROUND_CHOICE_STREAM])
                 examples.append(self.keypoint_example(sample, rng))
             crops.append(sample.image)
-        size = self.processor.image_size
+        size = self.processor.image_processor.image_size
         for crop in crops:
             if crop.shape != (size, size, 3):
                 raise ValueError(f"a crop has shape {crop.shape} but the model takes ({size}, {size}, 3) images; "
                                  "set data.crop_size to the model's image size")
         batch = self.pad(examples)
-        batch["pixel_values"] = self.processor.normalize(crops)
+        batch["pixel_values"] = self.processor.image_processor.normalize(crops)
         return batch
 
     def keypoint_example(self, sample: PoseSample, rng: np.random.Generator) -> dict[str, list[int]]:
@@ -111,13 +106,6 @@ class TrainingCollator:
 
     def pad(self, examples: Sequence[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
         """Right-pad to the longest example: ids with the pad id, labels with ``IGNORE_INDEX``."""
-        length = max(len(example["input_ids"]) for example in examples)
-        input_ids = torch.full((len(examples), length), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(examples), length), IGNORE_INDEX, dtype=torch.long)
-        attention_mask = torch.zeros((len(examples), length), dtype=torch.long)
-        for row, example in enumerate(examples):
-            n = len(example["input_ids"])
-            input_ids[row, :n] = torch.tensor(example["input_ids"])
-            labels[row, :n] = torch.tensor(example["labels"])
-            attention_mask[row, :n] = 1
+        input_ids, attention_mask = self.processor.pad([example["input_ids"] for example in examples])
+        labels, _ = pad_sequences([example["labels"] for example in examples], IGNORE_INDEX)
         return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}

@@ -2,8 +2,9 @@
 
     MODEL_TYPES = {"locllm": ModelType(...), "clip_baseline": ModelType(...), ...}
 
-A builder returns ``(model, tokenizer)``: fresh from the config, or the checkpoint ``resume`` being
-continued. A collator turns the loader's ``(epoch, index, sample)`` items into the model's keyword
+A builder returns ``(model, processor)``: fresh from the config, or the checkpoint ``resume`` being
+continued; the processor (tokenizer, prompts, codec, crop geometry) is saved with every checkpoint, and
+None for a model that needs none beyond its config. A collator turns the loader's ``(epoch, index, sample)`` items into the model's keyword
 arguments. ``supervised(batch)`` counts what one micro-batch supervises (answer tokens, heatmap
 queries, keypoints): the loop divides every micro-batch's summed loss by the count of the whole global
 batch, so the step is the same however the batch is split over processes and micro-batches. A new
@@ -19,22 +20,16 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, Dinov2Config
 
+from ..codecs import DecimalCodec, LocationTokenCodec, build_codec
 from ..models import LocLLMConfig, LocLLMForKeypointLocalization
-from ..models.clip_baseline import CLIPBaselineCollator, CLIPBaselineForKeypointHeatmaps, clip_baseline_config
+from ..models.clip_baseline import CLIPBaselineForKeypointHeatmaps, clip_baseline_config
 from ..models.modeling_base import TRAINED_WEIGHTS, read_checkpoint_tensors
-from ..models.processing_locllm import LocLLMImageProcessor
+from ..models.processing_locllm import CLIPBaselineProcessor, LocLLMImageProcessor, LocLLMProcessor
 from ..models.tiny import locllm_config
-from ..prompts import (
-    IGNORE_INDEX,
-    DecimalCodec,
-    LocationTokenCodec,
-    PromptBuilder,
-    PromptStyle,
-    build_char_tokenizer,
-    build_codec,
-)
+from ..prompts import IGNORE_INDEX, PromptStyle, build_char_tokenizer
 from ..prompts.demo_tokenizer import build_demo_tokenizer
 from .checkpoint import latest_checkpoint
+from .clip_baseline_collator import CLIPBaselineCollator
 from .collator import TrainingCollator
 from .config import TrainConfig
 from .vision_pretrain import PatchClassifier, PatchCollator, build_demo_tower, patch_loss, tower_weights
@@ -44,8 +39,8 @@ from .vision_pretrain import PatchClassifier, PatchCollator, build_demo_tower, p
 class ModelType:
     """One row of ``MODEL_TYPES``: how the loop builds, feeds and scores a model type."""
 
-    build: Callable[[TrainConfig, Path | None, torch.dtype | None], tuple[torch.nn.Module, object]]
-    collator: Callable[[TrainConfig, torch.nn.Module, object], Callable]
+    build: Callable[[TrainConfig, Path | None, torch.dtype | None], tuple[torch.nn.Module, object | None]]
+    collator: Callable[[TrainConfig, torch.nn.Module, object | None], Callable]
     supervised: Callable[[dict], int]  # the loss's denominator contribution of one micro-batch
     # (model, batch, global count) -> this micro-batch's summed loss / global count
     loss: Callable[[torch.nn.Module, dict, torch.Tensor], torch.Tensor] = (
@@ -185,39 +180,29 @@ def train_embeddings_for_new_tokens(model: LocLLMForKeypointLocalization) -> Non
         embedding.weight.requires_grad_(True)
 
 
-def build_locllm(config: TrainConfig, resume: Path | None, base_dtype: torch.dtype | None):
-    """``model.type: locllm``: the model and its tokenizer, from ``resume`` or fresh."""
+def build_locllm(config: TrainConfig, resume: Path | None,
+                 base_dtype: torch.dtype | None) -> tuple[LocLLMForKeypointLocalization, LocLLMProcessor]:
+    """``model.type: locllm``: the model and its processor, from ``resume`` or fresh (the processor from the
+    model config: a base path's tower decides the number of image tokens)."""
     if resume is not None:
         model = LocLLMForKeypointLocalization.from_pretrained(resume, dtype=base_dtype)
-        tokenizer = AutoTokenizer.from_pretrained(resume)
+        processor = LocLLMProcessor.from_pretrained(resume)
     else:
         style = build_prompt_style(config)
         tokenizer = build_tokenizer(config, style)
         model = build_model(config, build_model_config(config, tokenizer, style), base_dtype)
+        processor = LocLLMProcessor.from_config(model.config, tokenizer)
     if config.prompt.coordinates == "location_tokens":
         train_embeddings_for_new_tokens(model)
     if config.model.gradient_checkpointing:
         model.language_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    return model, tokenizer
+    return model, processor
 
 
-def locllm_collator(config: TrainConfig, model: LocLLMForKeypointLocalization, tokenizer) -> TrainingCollator:
-    """Conversations as the model's prompt style writes them; the tower decides the number of image tokens."""
-    style = PromptStyle.from_dict(model.config.prompt_style)
-    builder = PromptBuilder(tokenizer, style, num_image_tokens=model.config.num_image_tokens)
-    return TrainingCollator(
-        builder, answer_codec(config), LocLLMImageProcessor.from_config(model.config),
-        max_rounds=config.prompt.max_rounds, seed=config.seed,
-        pad_token_id=pad_token_id(tokenizer), supervise_unknown_depth=config.prompt.supervise_unknown_depth,
-    )
-
-
-def pad_token_id(tokenizer) -> int:
-    """The pad id; Llama tokenizers have none and pad with unk, as the reference does."""
-    for token_id in (tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.eos_token_id):
-        if token_id is not None:
-            return token_id
-    raise ValueError("the tokenizer has no pad, unk or EOS token to pad with")
+def locllm_collator(config: TrainConfig, model: LocLLMForKeypointLocalization,
+                    processor: LocLLMProcessor) -> TrainingCollator:
+    return TrainingCollator(processor, max_rounds=config.prompt.max_rounds, seed=config.seed,
+                            supervise_unknown_depth=config.prompt.supervise_unknown_depth)
 
 
 # ---------------------------------------------------------------------------- clip_baseline
@@ -229,11 +214,12 @@ CLIP_BASELINE_SHARED_FIELDS = ("image_size", "lora_vision", "lora_text", "lora_r
 
 
 def build_clip_baseline(config: TrainConfig, resume: str | Path | None,
-                        base_dtype: torch.dtype | None) -> tuple[CLIPBaselineForKeypointHeatmaps, object]:
-    """``model.type: clip_baseline``: the model and its tokenizer, from ``resume`` or fresh (head random,
+                        base_dtype: torch.dtype | None) -> tuple[CLIPBaselineForKeypointHeatmaps, CLIPBaselineProcessor]:
+    """``model.type: clip_baseline``: the model and its processor, from ``resume`` or fresh (head random,
     LoRA B zero) on the CLIP weights of ``model.clip_baseline.clip_model_name_or_path`` or of a ``size``."""
     if resume is not None:
-        return CLIPBaselineForKeypointHeatmaps.from_pretrained(resume, dtype=base_dtype), AutoTokenizer.from_pretrained(resume)
+        return (CLIPBaselineForKeypointHeatmaps.from_pretrained(resume, dtype=base_dtype),
+                CLIPBaselineProcessor.from_pretrained(resume))
     m = config.model
     if config.optim.stage != 2 or m.init_from:
         raise ValueError("model.type clip_baseline trains in one stage (optim.stage 2), without model.init_from")
@@ -254,11 +240,13 @@ def build_clip_baseline(config: TrainConfig, resume: str | Path | None,
         setattr(model_config, key, value)
     model_config.check_geometry()
     torch.manual_seed(config.seed)  # random towers and head are the same in every process
-    return CLIPBaselineForKeypointHeatmaps.from_bases(model_config, dtype=base_dtype), tokenizer
+    model = CLIPBaselineForKeypointHeatmaps.from_bases(model_config, dtype=base_dtype)
+    return model, CLIPBaselineProcessor.from_config(model_config, tokenizer)
 
 
-def clip_baseline_collator(config: TrainConfig, model: CLIPBaselineForKeypointHeatmaps, tokenizer) -> CLIPBaselineCollator:
-    return CLIPBaselineCollator(model.config, tokenizer, keypoints_per_sample=config.prompt.max_rounds, seed=config.seed)
+def clip_baseline_collator(config: TrainConfig, model: CLIPBaselineForKeypointHeatmaps,
+                           processor: CLIPBaselineProcessor) -> CLIPBaselineCollator:
+    return CLIPBaselineCollator(processor, keypoints_per_sample=config.prompt.max_rounds, seed=config.seed)
 
 
 # ---------------------------------------------------------------------------- patch_classifier
@@ -275,7 +263,7 @@ def build_patch_classifier(config: TrainConfig, resume: Path | None, base_dtype:
     return PatchClassifier(tower, m.num_keypoints), None
 
 
-def patch_classifier_collator(config: TrainConfig, model: PatchClassifier, tokenizer) -> PatchCollator:
+def patch_classifier_collator(config: TrainConfig, model: PatchClassifier, processor: None) -> PatchCollator:
     return PatchCollator(LocLLMImageProcessor(model.config.image_size), model.config.patch_size)
 
 

@@ -148,11 +148,11 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     model_type = MODEL_TYPES[config.model.type]
     resume = Path(resume) if resume is not None else None
     base_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else None
-    model, tokenizer = model_type.build(config, resume, base_dtype)
+    model, processor = model_type.build(config, resume, base_dtype)
     model.train()
     trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
     dataset = build_dataset(config, config.data.crop_size or model.config.image_size)
-    collator = model_type.collator(config, model, tokenizer)
+    collator = model_type.collator(config, model, processor)
     descriptions = trained_descriptions(dataset)
     batch_size, micro_batch_size = config.optim.batch_size, config.optim.micro_batch_size
     if len(dataset) < batch_size:
@@ -204,7 +204,7 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
             if budget is not None and _time_is_up(accelerator, budget, state.global_step):
                 total_steps = state.global_step  # a timed run ends here, with a checkpoint
             if state.global_step % config.checkpoint.every_steps == 0 or state.global_step == total_steps:
-                last_checkpoint = _save_checkpoint(accelerator, model, tokenizer, config, state, descriptions)
+                last_checkpoint = _save_checkpoint(accelerator, model, processor, config, state, descriptions)
             if state.global_step == total_steps:
                 break
     log.close()
@@ -258,7 +258,7 @@ def _time_is_up(accelerator: Accelerator, budget: TrainingBudget, global_step: i
     return bool(broadcast(spent).item())
 
 
-def _save_checkpoint(accelerator: Accelerator, model, tokenizer, config: TrainConfig, state: ckpt.TrainingState,
+def _save_checkpoint(accelerator: Accelerator, model, processor, config: TrainConfig, state: ckpt.TrainingState,
                      descriptions: dict[str, str]) -> Path:
     """Every process writes into the temporary folder (accelerate: optimizer, schedule, its RNG); the main
     process adds the trained-weights export and the position, then renames the folder into place."""
@@ -269,8 +269,8 @@ def _save_checkpoint(accelerator: Accelerator, model, tokenizer, config: TrainCo
     accelerator.save_state(temporary)
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(temporary)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(temporary)
+        if processor is not None:
+            processor.save_pretrained(temporary)
         (temporary / DESCRIPTIONS_FILE).write_text(json.dumps(descriptions, indent=2, ensure_ascii=False) + "\n",
                                                   encoding="utf-8")
         dump_config(config, temporary / "train_config.yaml")

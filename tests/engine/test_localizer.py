@@ -13,10 +13,10 @@ BOXES = [[10, 10, 50, 80], [0, 0, 90, 120], [30, 5, 40, 40]]
 
 
 def _same_answers(localizer, keypoints="coco"):
-    localizer.constrained = False
+    localizer.answerer.constrained = False
     fast = localizer.localize(IMAGE, BOXES, keypoints, mode="fast")
     reference = localizer.localize(IMAGE, BOXES, keypoints, mode="reference")
-    localizer.constrained = True
+    localizer.answerer.constrained = True
     return [p.answers for p in fast], [p.answers for p in reference]
 
 
@@ -69,7 +69,7 @@ def test_fast_mode_keeps_one_cache_row_per_person(char_checkpoint):
 def test_reference_mode_encodes_the_images_at_every_step_and_fast_mode_once(char_checkpoint):
     """The cost the reference pays (SPEC 3): each generate step re-encodes the person's K image copies."""
     localizer = Localizer.from_pretrained(char_checkpoint, device="cpu")
-    localizer.constrained = False  # a random model writes answers of any length: count the steps taken
+    localizer.answerer.constrained = False  # a random model writes answers of any length: count the steps taken
     encoded = []
     original = localizer.model.get_image_features
     localizer.model.get_image_features = lambda pixels: encoded.append(len(pixels)) or original(pixels)
@@ -159,12 +159,13 @@ def test_bad_inputs_are_clear(char_checkpoint, tmp_path):
 @pytest.mark.slow
 def test_constrained_fast_equals_reference_on_a_trained_model(tmp_path):
     """Overfit a tiny model to fixed answers; then both paths must give the same coordinates."""
-    from locllm.prompts import DecimalCodec, PromptStyle
+    from locllm.codecs import DecimalCodec
+    from locllm.prompts import PromptStyle
 
     short = PromptStyle(with_description=False, question_template="{name}?")  # short sequences, fast steps
     folder = tiny_checkpoint(tmp_path, style=short, lora_scale=0.0)
     localizer = Localizer.from_pretrained(folder, device="cpu")
-    model, builder, codec = localizer.model, localizer.builder, DecimalCodec()
+    model, builder, codec = localizer.model, localizer.processor.builder, DecimalCodec()
     model.language_model.requires_grad_(True)
     targets = {"nose": (0.412, 0.655), "left knee": (0.25, 0.875), "right ankle": (0.703, 0.118)}
     rounds = [[(COCO_KEYPOINTS[COCO_KEYPOINTS.index(n)], codec.answer_pieces(xy))] for n, xy in targets.items()]
@@ -173,7 +174,7 @@ def test_constrained_fast_equals_reference_on_a_trained_model(tmp_path):
     ids = torch.tensor([e["input_ids"] + [0] * (width - len(e["input_ids"])) for e in examples])
     labels = torch.tensor([e["labels"] + [-100] * (width - len(e["labels"])) for e in examples])
     mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in examples])
-    crops = localizer.processor.crop_persons(IMAGE, np.array([BOXES[0]])).pixel_values.expand(3, -1, -1, -1)
+    crops = localizer.processor.image_processor.crop_persons(IMAGE, np.array([BOXES[0]])).pixel_values.expand(3, -1, -1, -1)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     model.train()
     for _ in range(200):

@@ -9,23 +9,22 @@ import torch
 from safetensors.torch import load_file
 
 from locllm.cli import main
+from locllm.codecs import HeatmapCodec
 from locllm.data.augment import NO_AUGMENTATION
 from locllm.data.datasets import CocoKeypointDataset
 from locllm.data.synth import generate_synthpose
-from locllm.engine import Localizer
-from locllm.engine.heatmap_localizer import HeatmapLocalizer
+from locllm.engine import HeatmapAnswerer, Localizer
 from locllm.keypoints import COCO_KEYPOINTS, PAPER_HELD_OUT
 from locllm.models.clip_baseline import (
-    CLIPBaselineCollator,
     CLIPBaselineForKeypointHeatmaps,
     clip_baseline_config,
-    tokenize_keypoint_texts,
 )
-from locllm.models.heatmap import HeatmapCodec
 from locllm.models.modeling_base import BASE_WEIGHTS, TRAINED_WEIGHTS
+from locllm.models.processing_locllm import CLIPBaselineProcessor
 from locllm.prompts import build_char_tokenizer
 from locllm.training import checkpoint as ckpt
 from locllm.training import trainer
+from locllm.training.clip_baseline_collator import CLIPBaselineCollator
 from locllm.training.config import load_config
 
 IMAGE = (np.random.default_rng(0).random((120, 90, 3)) * 255).astype(np.uint8)
@@ -50,8 +49,8 @@ def _make_lora_matter(model, std=0.1):
 
 
 def _texts(model, tokenizer, names):
-    texts = [model.config.keypoint_text(COCO_KEYPOINTS[COCO_KEYPOINTS.index(n)]) for n in names]
-    return tokenize_keypoint_texts(tokenizer, texts, model.config.max_text_length)
+    processor = CLIPBaselineProcessor.from_config(model.config, tokenizer)
+    return processor.tokenize_texts([processor.keypoint_text(COCO_KEYPOINTS[COCO_KEYPOINTS.index(n)]) for n in names])
 
 
 @pytest.fixture(scope="module")
@@ -126,9 +125,9 @@ def test_each_query_pairs_its_image_with_its_text(tokenizer):
 
 def test_padding_does_not_change_a_texts_embedding(tokenizer):
     model = _tiny(tokenizer).eval()
-    short, short_mask = tokenize_keypoint_texts(tokenizer, ["neck"], model.config.max_text_length)
-    padded, padded_mask = tokenize_keypoint_texts(tokenizer, ["neck", "a much longer text than neck"],
-                                                  model.config.max_text_length)
+    processor = CLIPBaselineProcessor.from_config(model.config, tokenizer)
+    short, short_mask = processor.tokenize_texts(["neck"])
+    padded, padded_mask = processor.tokenize_texts(["neck", "a much longer text than neck"])
     assert short[0, -1] == tokenizer.eos_token_id and padded_mask[0].sum() == short.shape[1]
     with torch.no_grad():
         torch.testing.assert_close(model.get_text_embeddings(short, short_mask)[0],
@@ -142,7 +141,9 @@ def test_config_checks_its_geometry_and_template():
         clip_baseline_config("tiny", image_size=60)
     with pytest.raises(ValueError, match="text_template"):
         clip_baseline_config("tiny", text_template="a keypoint")
-    assert clip_baseline_config("tiny", text_template="{name}").keypoint_text(COCO_KEYPOINTS[0]) == "nose"
+    processor = CLIPBaselineProcessor.from_config(clip_baseline_config("tiny", text_template="{name}"),
+                                                  build_char_tokenizer())
+    assert processor.keypoint_text(COCO_KEYPOINTS[0]) == "nose"
 
 
 # ----------------------------------------------------------------------------------------- the codec
@@ -172,48 +173,6 @@ def test_heatmap_cells_are_aligned_with_crop_pixels():
 
 
 # -------------------------------------------------------------------------------------- the collator
-
-
-def test_collator_asks_visible_keypoints_with_matching_targets(synth, tokenizer):
-    annotations, images = synth
-    config = clip_baseline_config("tiny", tokenizer=tokenizer)
-    dataset = CocoKeypointDataset(annotations / "train.json", images, train=True, crop_size=64,
-                                  augmentation=NO_AUGMENTATION, exclude_keypoints=PAPER_HELD_OUT)
-    items = [(0, i, dataset[i]) for i in range(len(dataset))]
-    batch = CLIPBaselineCollator(config, tokenizer)(items)
-    visible = sum(int(sample.visible.sum()) for _, _, sample in items)
-    assert batch["pixel_values"].shape == (len(items), 3, 64, 64)
-    assert batch["target_heatmaps"].shape == (visible, 32, 32) and batch["target_weights"].sum() == visible
-    # each distinct keypoint text is encoded once; the held-out keypoints are never asked
-    texts = [tokenizer.decode(ids[mask.bool()], skip_special_tokens=True)
-             for ids, mask in zip(batch["input_ids"], batch["attention_mask"], strict=True)]
-    by_text = {config.keypoint_text(keypoint): k for k, keypoint in enumerate(COCO_KEYPOINTS)}
-    asked = [by_text[text] for text in texts]
-    assert len(set(asked)) == len(asked) and not {COCO_KEYPOINTS.names[k] for k in asked} & set(PAPER_HELD_OUT)
-    # each target decodes to its own sample's keypoint (stride 2: within a quarter cell, 0.5 px)
-    decoded, _ = config.heatmap_codec().decode(batch["target_heatmaps"])
-    for query, (row, text) in enumerate(zip(batch["image_index"].tolist(), batch["text_index"].tolist(), strict=True)):
-        sample, k = items[row][2], asked[text]
-        assert sample.visible[k]
-        assert np.abs(decoded[query].numpy() - sample.joints[k, :2]).max() <= 0.5 + 1e-5
-
-
-def test_collator_one_keypoint_per_sample_is_seeded(synth, tokenizer):
-    annotations, images = synth
-    config = clip_baseline_config("tiny", tokenizer=tokenizer)
-    dataset = CocoKeypointDataset(annotations / "train.json", images, train=True, crop_size=64,
-                                  augmentation=NO_AUGMENTATION)
-    collator = CLIPBaselineCollator(config, tokenizer, keypoints_per_sample=1, seed=5)
-
-    def asked(epoch):
-        batch = collator([(epoch, i, dataset[i]) for i in range(len(dataset))])
-        assert batch["image_index"].tolist() == list(range(len(dataset)))
-        return [batch["input_ids"][t].tolist() for t in batch["text_index"]]
-
-    assert asked(0) == asked(0)  # the same (seed, epoch, index), the same keypoints
-    assert any(asked(epoch) != asked(0) for epoch in range(1, 6))
-    with pytest.raises(ValueError, match="keypoints_per_sample"):
-        CLIPBaselineCollator(config, tokenizer, keypoints_per_sample=0)
 
 
 # ------------------------------------------------------------------------------------- checkpoints
@@ -246,7 +205,7 @@ def test_a_checkpoint_of_another_model_is_refused(checkpoint, tmp_path):
 
 def test_localizer_from_pretrained_picks_the_heatmap_localizer(checkpoint):
     localizer = Localizer.from_pretrained(checkpoint, device="cpu")
-    assert isinstance(localizer, HeatmapLocalizer)
+    assert isinstance(localizer.answerer, HeatmapAnswerer)
     people = localizer.localize(IMAGE, BOXES, "coco")
     assert len(people) == 3
     for person in people:
@@ -260,7 +219,7 @@ def test_localizer_from_pretrained_picks_the_heatmap_localizer(checkpoint):
 
 
 def test_localizer_asks_described_keypoints_and_reports_bad_boxes(checkpoint):
-    localizer = HeatmapLocalizer.from_pretrained(checkpoint, device="cpu", persons_per_batch=2)
+    localizer = Localizer.from_pretrained(checkpoint, device="cpu", persons_per_batch=2)
     asked = ["left knee", ("belly button", "The navel, in the middle of the belly.")]
     people = localizer.localize(IMAGE, BOXES + [[0, 0, 0, 10]], asked, mode="reference")
     assert [p.names for p in people[:3]] == [["left knee", "belly button"]] * 3
@@ -297,7 +256,7 @@ def test_overfits_a_few_crops(synth, tokenizer):
     dataset = CocoKeypointDataset(annotations / "train.json", images, train=True, crop_size=64,
                                   augmentation=NO_AUGMENTATION)
     samples = [dataset[i] for i in range(len(dataset))]
-    batch = CLIPBaselineCollator(model.config, tokenizer)([(0, i, s) for i, s in enumerate(samples)])
+    batch = CLIPBaselineCollator(CLIPBaselineProcessor.from_config(model.config, tokenizer))([(0, i, s) for i, s in enumerate(samples)])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3, weight_decay=0.0)
     model.train()
     for _ in range(120):
@@ -305,7 +264,7 @@ def test_overfits_a_few_crops(synth, tokenizer):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    localizer = HeatmapLocalizer(model, tokenizer)
+    localizer = Localizer.from_model(model, tokenizer)
     people = localizer.localize_crops(np.stack([s.image for s in samples]), COCO_KEYPOINTS)
     for sample, person in zip(samples, people, strict=True):
         error = np.linalg.norm(person.keypoints - sample.joints[:, :2], axis=1)[sample.visible]

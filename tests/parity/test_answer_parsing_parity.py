@@ -17,8 +17,8 @@ import json
 import numpy as np
 import pytest
 
+from locllm.codecs import DecimalCodec
 from locllm.data.geometry import affine_points, get_affine_transform
-from locllm.prompts import DecimalCodec
 
 CROP_SIZE = 224
 DEPTH_RANGE_MM = 2000.0  # the recorded z is the answer's z - 0.5, in units of 2000 mm

@@ -49,7 +49,7 @@ def _localizer(folder, ndim):
     # The reference evaluates the same tiny weights as a 3D model on Human3.6M (what import-reference
     # --coordinate-ndim 3 writes into the config).
     model.config.coordinate_ndim = ndim
-    return Localizer(model, AutoTokenizer.from_pretrained(folder), device="cpu")
+    return Localizer.from_model(model, AutoTokenizer.from_pretrained(folder), device="cpu")
 
 
 def _reference_keypoints(golden_dir, dataset):
@@ -67,7 +67,7 @@ def _format_errors(stdout):
 def _evaluate(imported, golden_dir, tmp_path, dataset, mode, constrained):
     folder, _ = imported
     localizer = _localizer(folder, 3 if dataset == "h36m" else 2)
-    localizer.constrained = constrained
+    localizer.answerer.constrained = constrained
     annotation, images = FIXTURES[dataset]
     fixtures = golden_dir / "fixtures"
     task = build_task(dataset, fixtures / annotation, fixtures / images,
@@ -85,7 +85,7 @@ def _check_answers_and_predictions(localizer, records, recorded, reference_predi
     format_errors = _format_errors(recorded["stdout"])
     assert len(records) == len(recorded["generate_calls"]) == len(reference_predictions)
     for record, call, reference in zip(records, recorded["generate_calls"], reference_predictions, strict=True):
-        expected = [localizer.tokenizer.decode(ids[:answer_tokens], skip_special_tokens=True).strip()
+        expected = [localizer.processor.tokenizer.decode(ids[:answer_tokens], skip_special_tokens=True).strip()
                     for ids in call["generated_ids"]]
         assert record["answers"] == expected
         assert record["error"] is None

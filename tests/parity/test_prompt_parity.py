@@ -17,8 +17,9 @@ import re
 import numpy as np
 import pytest
 
+from locllm.codecs import DecimalCodec
 from locllm.keypoints import Keypoint
-from locllm.prompts import IGNORE_INDEX, DecimalCodec, PromptBuilder, PromptStyle
+from locllm.prompts import IGNORE_INDEX, PromptBuilder, PromptStyle
 from locllm.prompts.conversation import DEFAULT_QUESTION
 
 CROP_SIZE = 224

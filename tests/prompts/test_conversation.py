@@ -7,15 +7,9 @@ import string
 import pytest
 from transformers import AutoTokenizer
 
+from locllm.codecs import DecimalCodec, LocationTokenCodec
 from locllm.keypoints import COCO_KEYPOINTS, Keypoint
-from locllm.prompts import (
-    IGNORE_INDEX,
-    DecimalCodec,
-    LocationTokenCodec,
-    PromptBuilder,
-    PromptStyle,
-    build_char_tokenizer,
-)
+from locllm.prompts import IGNORE_INDEX, PromptBuilder, PromptStyle, build_char_tokenizer
 
 NUM_IMAGE_TOKENS = 8
 CODEC_2D = DecimalCodec()

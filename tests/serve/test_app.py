@@ -126,11 +126,11 @@ def test_helpers():
 
 
 def test_checkpoint_keypoints_are_offered_when_they_are_not_a_builtin_set(localizer, scene):
-    builtin = Localizer(localizer.model, localizer.tokenizer)
+    builtin = Localizer.from_model(localizer.model, localizer.processor.tokenizer)
     assert [value for _, value in keypoint_set_choices(builtin)] == ["coco", "mpii", "h36m", "extra"]
-    coco_words = Localizer(localizer.model, localizer.tokenizer, descriptions=dict.fromkeys(COCO_KEYPOINTS.names, "."))
+    coco_words = Localizer.from_model(localizer.model, localizer.processor.tokenizer, descriptions=dict.fromkeys(COCO_KEYPOINTS.names, "."))
     assert keypoint_set_choices(coco_words) == keypoint_set_choices(builtin)
-    own = Localizer(localizer.model, localizer.tokenizer, descriptions={
+    own = Localizer.from_model(localizer.model, localizer.processor.tokenizer, descriptions={
         "belly button": BELLY[1], "nose": "The tip of the nose."})
     label, value = keypoint_set_choices(own)[-1]
     assert label == "this checkpoint's keypoints (2)" and value == "belly button,nose"

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from locllm.codecs import DecimalCodec
 from locllm.data.datasets import CaptionSample, PoseSample
 from locllm.keypoints import COCO_KEYPOINTS
 from locllm.models import CLIP_MEAN, CLIP_STD
-from locllm.models.processing_locllm import LocLLMImageProcessor
-from locllm.prompts import IGNORE_INDEX, DecimalCodec, PromptBuilder, PromptStyle, build_char_tokenizer
+from locllm.models.processing_locllm import LocLLMImageProcessor, LocLLMProcessor
+from locllm.prompts import IGNORE_INDEX, PromptStyle, build_char_tokenizer
 from locllm.training.collator import TrainingCollator
 
 SIZE = 56
@@ -21,9 +22,9 @@ def tokenizer():
 
 
 def _collator(tokenizer, ndim=2, max_rounds=5, **kwargs):
-    builder = PromptBuilder(tokenizer, PromptStyle.default(), num_image_tokens=16)
-    return TrainingCollator(builder, DecimalCodec(ndim=ndim), LocLLMImageProcessor(image_size=SIZE),
-                            max_rounds=max_rounds, seed=0, pad_token_id=tokenizer.pad_token_id, **kwargs)
+    processor = LocLLMProcessor(LocLLMImageProcessor(image_size=SIZE), tokenizer, PromptStyle.default(),
+                                DecimalCodec(ndim=ndim), num_image_tokens=16)
+    return TrainingCollator(processor, max_rounds=max_rounds, seed=0, **kwargs)
 
 
 def _sample(visible, has_depth=False, seed=0):

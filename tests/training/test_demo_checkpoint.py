@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from locllm.codecs import DecimalCodec
 from locllm.evaluation.pck import pck
 from locllm.keypoints import COCO_KEYPOINTS, custom_keypoint
-from locllm.prompts import IGNORE_INDEX, DecimalCodec, PromptBuilder, PromptStyle
+from locllm.prompts import IGNORE_INDEX, PromptBuilder, PromptStyle
 from locllm.prompts.demo_tokenizer import build_demo_tokenizer
 from locllm.training.trainer import TrainingBudget
 from locllm.training.vision_pretrain import patch_targets

@@ -17,12 +17,13 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from locllm.codecs import build_codec
 from locllm.data.augment import NO_AUGMENTATION
 from locllm.data.datasets import CocoKeypointDataset
 from locllm.data.synth import generate_synthpose
 from locllm.models import LocLLMForKeypointLocalization
 from locllm.models.processing_locllm import LocLLMImageProcessor
-from locllm.prompts import PromptBuilder, PromptStyle, build_codec
+from locllm.prompts import PromptBuilder, PromptStyle
 from locllm.training.config import load_config
 from locllm.training.trainer import train
 

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import torch
 
+from .base import KeypointCodec
 
-class HeatmapCodec:
+
+class HeatmapCodec(KeypointCodec):
     """Encode keypoints as Gaussian heatmaps and decode heatmaps back to keypoints.
 
     Args:

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import math
 import re
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Sequence
 
 import numpy as np
+
+from .base import KeypointCodec
 
 ANSWER_OPEN = "["  # every answer of every codec starts with this unit; PromptBuilder relies on it
 ANSWER_CLOSE = "]"
@@ -35,7 +37,7 @@ DIGITS = "0123456789"
 UNKNOWN_DEPTH_FILLER_Z = 0.0  # what the reference writes as depth for samples without one
 
 
-class CoordinateCodec(ABC):
+class CoordinateCodec(KeypointCodec):
     """Shared logic: value normalization, answer layout, supervision pieces, strict parsing.
 
     Subclasses say how one normalized value in ``[0, 1]`` is written (``_format_value``), what a

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from locllm.prompts.codec import CODECS, DecimalCodec, LocationTokenCodec, build_codec
+from locllm.codecs import CODECS, DecimalCodec, LocationTokenCodec, build_codec
 
 MALFORMED_2D = [
     "",

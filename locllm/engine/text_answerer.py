@@ -1,0 +1,101 @@
+"""``TextAnswerer``: how a LocLLM model answers: it writes each keypoint's coordinates as text.
+
+    crops (P, 3, S, S) -> image features, once per crop -> one query per keypoint, prefix shared
+        (``fast``) or K full prompts per person (``reference``) -> answer text -> coordinates (codec)
+
+A keypoint's score is the mean of its x and y scores, each the mean probability of the tokens that
+wrote the value, as in the reference.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import torch
+
+from ..keypoints import KeypointSet
+from ..models.processing_locllm import LocLLMProcessor
+from .decoding import fast_decode, reference_decode
+
+_VALUE_TEXT = re.compile(r"\d+\.\d+|<loc_\d+>")
+
+
+class TextAnswerer:
+    """Answers by decoding text: ``fast`` (grammar-constrained, prefix shared) or ``reference``.
+
+    Args:
+        constrained: follow the answer grammar in ``fast`` mode. Unconstrained fast decoding is plain
+            greedy, token for token the reference's: for parity checks on models (random ones) whose
+            answers do not follow the grammar.
+    """
+
+    def __init__(self, constrained: bool = True):
+        self.constrained = constrained
+
+    @torch.no_grad()
+    def __call__(self, model, processor: LocLLMProcessor, pixel_values: torch.Tensor, kp_set: KeypointSet,
+                 mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list[str]]]:
+        """Normalized crop tensors (P, 3, S, S) on the model's device -> per person: coordinates (P, K, ndim)
+        in [0, 1) of the crop (depth in mm), NaN where invalid; scores (P, K); valid (P, K); answer texts
+        (P lists of K)."""
+        builder, tokenizer = processor.builder, processor.tokenizer
+        if builder.image_token_id != model.config.image_token_id:
+            raise ValueError(f"tokenizer maps {builder.style.image_token!r} to {builder.image_token_id}, the model "
+                             f"expects {model.config.image_token_id}")
+        # The image token may be inside the LM's vocabulary; an answer never holds one, and feeding one
+        # back would read as a second image.
+        vocab = model.get_input_embeddings().num_embeddings
+        suppressed = (builder.image_token_id,) if builder.image_token_id < vocab else ()
+        queries = [builder.query_ids(kp) for kp in kp_set]
+        persons, k = pixel_values.shape[0], len(kp_set)
+        max_new_tokens = len(processor.grammar) - 1
+        if mode == "fast":
+            decoded = fast_decode(model, model.get_image_features(pixel_values), builder.prefix_ids(), queries,
+                                  processor.grammar if self.constrained else None, builder.eos_token_id,
+                                  max_new_tokens, suppressed)
+            token_ids, value_scores = decoded.token_ids, decoded.value_scores.numpy()
+        else:
+            token_ids, value_scores = self._reference_answers(model, processor, pixel_values, queries, suppressed)
+        texts = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in token_ids]
+        normalized, valid = processor.codec.decode_batch(texts)
+        keypoint_scores = np.where(valid, np.nan_to_num(value_scores[:, :2], nan=0.0).mean(axis=1), 0.0)
+        return (normalized.reshape(persons, k, -1), keypoint_scores.reshape(persons, k), valid.reshape(persons, k),
+                [texts[p * k:(p + 1) * k] for p in range(persons)])
+
+    @staticmethod
+    def _reference_answers(model, processor: LocLLMProcessor, pixel_values: torch.Tensor, queries: list[list[int]],
+                           suppressed: tuple[int, ...]) -> tuple[list[list[int]], np.ndarray]:
+        """The reference's way: per person, K full prompts with K copies of the image, one generate call."""
+        builder = processor.builder
+        prefix = builder.prefix_ids()
+        input_ids, attention_mask = processor.pad([prefix + q for q in queries], side="left")
+        token_ids: list[list[int]] = []
+        scores = []
+        for p in range(pixel_values.shape[0]):
+            images = pixel_values[p:p + 1].expand(len(queries), -1, -1, -1)
+            ids, step_probs = reference_decode(
+                model, input_ids.to(pixel_values.device), attention_mask.to(pixel_values.device), images,
+                len(processor.grammar) - 1, builder.eos_token_id, processor.pad_token_id, suppressed,
+            )
+            token_ids += ids
+            scores.append(_span_scores(processor, ids, step_probs))
+        return token_ids, np.concatenate(scores)
+
+
+def _span_scores(processor: LocLLMProcessor, token_ids: list[list[int]], step_probs: torch.Tensor) -> np.ndarray:
+    """Per answer, the mean step probability over the tokens that write each value (by token span)."""
+    tokenizer, ndim = processor.tokenizer, processor.codec.ndim
+    scores = np.full((len(token_ids), ndim), np.nan)
+    for row, ids in enumerate(token_ids):
+        ends = [len(tokenizer.decode(ids[: t + 1], skip_special_tokens=True)) for t in range(len(ids))]
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        for v, match in enumerate(list(_VALUE_TEXT.finditer(text))[:ndim]):
+            starts = [0] + ends[:-1]
+            picked = [float(step_probs[row, t]) for t in range(len(ids))
+                      if starts[t] < match.end() and ends[t] > match.start()]
+            scores[row, v] = float(np.mean(picked)) if picked else np.nan
+    return scores
+
+
+__all__ = ["TextAnswerer"]
