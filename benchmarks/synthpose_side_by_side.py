@@ -9,8 +9,8 @@ per crop. Two starting points:
 - ``random towers``: each model as its SynthPose config builds it (``configs/synthpose/tiny_cpu.yaml``,
   ``configs/synthpose/clip_baseline.yaml``, each with its own learning rate), 5 epochs (560 steps).
 - ``pretrained tower``: both models share one frozen image tower (a tiny CLIP vision tower)
-  pre-trained on the training crops to find the keypoints' patches (:mod:`locllm.training.
-  vision_pretrain`, the demo's stand-in for a pretrained DINOv2 or CLIP; in the held-out protocol it
+  pre-trained on the training crops to find the keypoints' patches (``locllm train`` of a
+  ``patch_classifier``, the demo's stand-in for a pretrained DINOv2 or CLIP; in the held-out protocol it
   never sees the held-out types), then train what is theirs at lr 2e-3 for 20 epochs (2,240 steps):
   LocLLM its projector and whole (random) LM, the baseline its head over the frozen random text
   tower.
@@ -32,21 +32,18 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
-import torch
+import yaml
 from transformers import CLIPModel, CLIPVisionModel
 
-from locllm.data.geometry import PIXEL_STD, box_to_center_scale, crop_image, image_to_crop
+from locllm.data.geometry import PIXEL_STD, box_to_center_scale
 from locllm.evaluation.coco import evaluate_coco_keypoints
 from locllm.evaluation.pck import pck
 from locllm.keypoints import COCO_KEYPOINTS, PAPER_HELD_OUT
-from locllm.models import CLIP_MEAN, CLIP_STD
 from locllm.models.clip_baseline import clip_baseline_config
-from locllm.models.processing_locllm import LocLLMImageProcessor
 from locllm.prompts.char_tokenizer import build_char_tokenizer
 from locllm.training.checkpoint import latest_checkpoint
-from locllm.training.vision_pretrain import TrainingBudget, pretrain_vision_tower
+from locllm.training.vision_pretrain import tower_weights
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = {"LocLLM": "configs/synthpose/tiny_cpu.yaml", "CLIP baseline": "configs/synthpose/clip_baseline.yaml"}
@@ -121,39 +118,38 @@ def mean_pose_floor(data: Path) -> dict:
                              for a, c, side in zip(val, centers, sides, strict=True)})
 
 
-def training_crops(data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(M, S, S, 3) uint8 crops of the training persons, (M, K, 2) keypoints in crop pixels, (M, K) the
-    labelled ones inside the crop: cut as the models' image processor cuts them."""
-    annotations = json.loads((data / "annotations/train.json").read_text())
-    files = {image["id"]: image["file_name"] for image in annotations["images"]}
-    crops, points, labelled = [], [], []
-    for annotation in annotations["annotations"]:
-        image = cv2.cvtColor(cv2.imread(str(data / "images" / files[annotation["image_id"]])), cv2.COLOR_BGR2RGB)
-        center, scale = box_to_center_scale(np.asarray(annotation["bbox"], dtype=np.float64), 1.0, 1.0, PIXEL_STD)
-        keypoints = np.asarray(annotation["keypoints"], dtype=np.float64).reshape(-1, 3)
-        in_crop = image_to_crop(keypoints[:, :2], center, scale, CROP_SIZE)
-        crops.append(crop_image(image, center, scale, 0.0, CROP_SIZE))
-        points.append(in_crop)
-        labelled.append((keypoints[:, 2] > 0) & ((in_crop >= 0) & (in_crop < CROP_SIZE)).all(axis=1))
-    return np.stack(crops), np.stack(points).astype(np.float32), np.stack(labelled)
-
-
 def pretrained_tower(out: Path, data: Path, held_out: list[str]) -> Path:
     """A CLIP folder (tokenizer included) whose image tower learnt on the training crops where the
-    keypoints not held out lie; its text tower is random. Both models of the pretrained setting load it."""
+    keypoints not held out lie (``locllm train`` of a ``patch_classifier``, the held-out types excluded from
+    its targets); its text tower is random. Both models of the pretrained setting load it."""
     folder = out / ("tower-" + ("held_out" if held_out else "all"))
     if (folder / "config.json").exists():
         return folder
+    run = folder.with_name(folder.name + "-patch_classifier")
+    config = {
+        "output_dir": str(run), "seed": 0,
+        "model": {"type": "patch_classifier", "vision_model_type": "clip_vision_model", "image_size": CROP_SIZE,
+                  "vision": {k: v for k, v in TOWER.items() if k != "image_size"},
+                  "num_keypoints": len(COCO_KEYPOINTS)},
+        "data": {"datasets": [{"type": "coco", "annotation_file": str(data / "annotations/train.json"),
+                               "image_root": str(data / "images")}],
+                 "exclude_keypoints": held_out, "crop_size": CROP_SIZE,
+                 "augmentation": {"flip_prob": 0.0, "scale_sigma": 0.0, "rotation_prob": 0.0}},
+        "optim": {"lr": 1.0e-3, "weight_decay": 0.05, "warmup_steps": 0, "schedule": "cosine",
+                  "max_steps": PRETRAIN_STEPS, "batch_size": 64, "micro_batch_size": 64},
+        "checkpoint": {"every_steps": PRETRAIN_STEPS, "keep_last": 1},
+        "logging": {"tensorboard": False},
+    }
+    config_file = run.with_suffix(".yaml")
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    config_file.write_text(yaml.safe_dump(config))
+    locllm("train", str(config_file))
     tokenizer = build_char_tokenizer()
     clip_config = clip_baseline_config("tiny", tokenizer=tokenizer).clip_config
     for key, value in TOWER.items():
         setattr(clip_config.vision_config, key, value)
-    torch.manual_seed(0)
     tower = CLIPVisionModel(clip_config.vision_config)
-    crops, points, labelled = training_crops(data)
-    labelled[:, [COCO_KEYPOINTS.index(name) for name in held_out]] = False
-    pretrain_vision_tower(tower, crops, points, labelled, LocLLMImageProcessor(CROP_SIZE, CLIP_MEAN, CLIP_STD),
-                          TrainingBudget(steps=PRETRAIN_STEPS), log_every=500)
+    tower.load_state_dict(tower_weights(latest_checkpoint(run)))
     clip = CLIPModel(clip_config)
     clip.vision_model.load_state_dict(tower.state_dict())
     clip.save_pretrained(folder)

@@ -25,6 +25,8 @@ import yaml
 
 from ..data.augment import AugmentationConfig
 
+PATCH_CLASSIFIER_TOWERS = ("dinov2", "clip_vision_model")
+
 
 @dataclass
 class ModelConfig:
@@ -41,8 +43,9 @@ class ModelConfig:
     each sample is asked about ``prompt.max_rounds`` of its visible keypoints.
 
     ``type: patch_classifier`` pre-trains a vision tower alone (:mod:`locllm.training.vision_pretrain`):
-    a random Dinov2 of the ``vision`` fields (``image_size``, ``patch_size``, ``hidden_size``, ...) with a
-    linear head scoring each of ``num_keypoints`` keypoints over the patches. A LocLLM run starts its tower
+    a random tower of ``vision_model_type`` (Dinov2 by default, its position table started as a sin-cos grid;
+    or a CLIP image tower) with the ``vision`` fields (``patch_size``, ``hidden_size``, ...) and a linear
+    head scoring each of ``num_keypoints`` keypoints over the patches. A LocLLM run starts its tower
     from such a run with ``vision_tower_from``.
     """
 
@@ -72,6 +75,7 @@ class ModelConfig:
     vision_tower_from: str | None = None  # a patch_classifier checkpoint (or its run's output_dir) whose tower
     # weights replace the random tower's (same tower fields)
     num_keypoints: int | None = None  # type patch_classifier: keypoints the head scores (the datasets' K)
+    vision_model_type: str = "dinov2"  # type patch_classifier: the tower, dinov2 | clip_vision_model
 
     def __post_init__(self):
         if self.type not in ("locllm", "clip_baseline", "patch_classifier"):
@@ -79,6 +83,9 @@ class ModelConfig:
         if self.type == "patch_classifier":
             if not self.num_keypoints:
                 raise ValueError("model.type patch_classifier needs model.num_keypoints")
+            if self.vision_model_type not in PATCH_CLASSIFIER_TOWERS:
+                raise ValueError(f"model.vision_model_type must be one of {PATCH_CLASSIFIER_TOWERS}, "
+                                 f"got {self.vision_model_type!r}")
             return
         if self.type == "clip_baseline":
             clip_path = self.clip_baseline.get("clip_model_name_or_path")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, Dinov2Config
+from transformers import AutoTokenizer, CLIPVisionConfig, Dinov2Config
 
 from ..codecs import DecimalCodec, LocationTokenCodec, build_codec
 from ..models import LocLLMConfig, LocLLMForKeypointLocalization
@@ -26,6 +26,7 @@ from ..models.clip_baseline import CLIPBaselineForKeypointHeatmaps, clip_baselin
 from ..models.modeling_base import TRAINED_WEIGHTS, read_checkpoint_tensors
 from ..models.processing_locllm import CLIPBaselineProcessor, LocLLMImageProcessor, LocLLMProcessor
 from ..models.tiny import locllm_config
+from ..models.vision import build_vision_tower
 from ..prompts import IGNORE_INDEX, PromptStyle, build_char_tokenizer
 from ..prompts.demo_tokenizer import build_demo_tokenizer
 from .checkpoint import latest_checkpoint
@@ -253,13 +254,18 @@ def clip_baseline_collator(config: TrainConfig, model: CLIPBaselineForKeypointHe
 
 
 def build_patch_classifier(config: TrainConfig, resume: Path | None, base_dtype: torch.dtype | None):
-    """``model.type: patch_classifier``: a sin-cos-started Dinov2 of the ``vision`` fields and its head."""
+    """``model.type: patch_classifier``: a random tower of the ``vision`` fields (a Dinov2 started with a
+    sin-cos position grid, or a CLIP image tower) and its head."""
     if resume is not None:
         return PatchClassifier.from_pretrained(resume), None
     m = config.model
-    tower_config = Dinov2Config(**{"image_size": m.image_size or 64, "layer_norm_eps": 1e-6, "drop_path_rate": 0.0,
-                                   **m.vision})
-    tower = build_demo_tower(tower_config, seed=config.seed)
+    if m.vision_model_type == "clip_vision_model":
+        torch.manual_seed(config.seed)
+        tower = build_vision_tower(CLIPVisionConfig(**{"image_size": m.image_size or 64, **m.vision}))
+    else:
+        tower_config = Dinov2Config(**{"image_size": m.image_size or 64, "layer_norm_eps": 1e-6,
+                                       "drop_path_rate": 0.0, **m.vision})
+        tower = build_demo_tower(tower_config, seed=config.seed)
     return PatchClassifier(tower, m.num_keypoints), None
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import Dinov2Config
+from transformers import AutoConfig, Dinov2Config
 
 from ..models.processing_locllm import LocLLMImageProcessor
 from ..models.vision import build_vision_tower, patch_features
@@ -106,7 +106,7 @@ class PatchClassifier(nn.Module):
     @classmethod
     def from_pretrained(cls, folder: str | Path, dtype: torch.dtype | None = None) -> PatchClassifier:
         state = load_file(Path(folder) / WEIGHTS_FILE)
-        model = cls(build_vision_tower(Dinov2Config.from_pretrained(folder)), state["head.weight"].shape[0])
+        model = cls(build_vision_tower(AutoConfig.from_pretrained(folder)), state["head.weight"].shape[0])
         model.load_state_dict(state)
         return model
 
