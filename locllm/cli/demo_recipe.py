@@ -133,7 +133,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
         "batch_size": args.batch_size, "rounds": args.rounds, "lr": args.lr, "pretrain_lr": args.pretrain_lr,
         "vision_pretraining": stage_figures(pretrain), "locllm_stage": stage_figures(locllm),
         "total_seconds": round(training_seconds, 1), "trainable_parameters": locllm.trainable_parameters,
-        "parameters": sum(p.numel() for p in model.parameters()), "vocabulary": len(localizer.tokenizer),
+        "parameters": sum(p.numel() for p in model.parameters()), "vocabulary": len(localizer.processor.tokenizer),
         "checkpoint_bytes": sum(f.stat().st_size for f in out.iterdir() if f.is_file() and f.name != "TRAINING.md"),
         "heldout": report,
     }
