@@ -21,13 +21,13 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from PIL import Image
-from transformers import AutoConfig
+from transformers import AutoConfig, AutoModel
 
 from ..data.images import read_image_rgb
 from ..keypoints import Keypoint, KeypointSet, normalize_name, resolve_keypoints
 from ..keypoints.sets import all_known_keypoints
-from ..models import LocLLMConfig, LocLLMForKeypointLocalization
-from ..models.clip_baseline import CLIPBaselineConfig, CLIPBaselineForKeypointHeatmaps
+from ..models import LocLLMConfig
+from ..models.clip_baseline import CLIPBaselineConfig
 from ..models.processing_locllm import CLIPBaselineProcessor, LocLLMProcessor
 from .heatmap_answerer import HeatmapAnswerer
 from .text_answerer import TextAnswerer
@@ -35,22 +35,21 @@ from .text_answerer import TextAnswerer
 MODES = ("fast", "reference")
 
 class Strategy(NamedTuple):
-    """What a model type brings to the Localizer."""
+    """What a model type brings to the Localizer besides its model (which ``AutoModel`` loads)."""
 
-    model_class: type
     processor_class: type
     answerer_class: type
 
 
 # Keyed by the model_type AutoConfig reads from a checkpoint (both configs are registered with it).
 STRATEGIES = {
-    LocLLMConfig.model_type: Strategy(LocLLMForKeypointLocalization, LocLLMProcessor, TextAnswerer),
-    CLIPBaselineConfig.model_type: Strategy(CLIPBaselineForKeypointHeatmaps, CLIPBaselineProcessor, HeatmapAnswerer),
+    LocLLMConfig.model_type: Strategy(LocLLMProcessor, TextAnswerer),
+    CLIPBaselineConfig.model_type: Strategy(CLIPBaselineProcessor, HeatmapAnswerer),
 }
 
 
 def strategy(model_type: str) -> Strategy:
-    """The model class, processor class and answering strategy of a checkpoint's ``model_type``."""
+    """The processor class and answering strategy of a checkpoint's ``model_type``."""
     if model_type not in STRATEGIES:
         raise ValueError(f"no localizer for model_type {model_type!r}; known: {', '.join(STRATEGIES)}")
     return STRATEGIES[model_type]
@@ -129,11 +128,11 @@ class Localizer:
     def from_pretrained(cls, checkpoint: str | Path, device: str | torch.device | None = None,
                         dtype: torch.dtype | None = None, **kwargs) -> Localizer:
         """Load model, processor and (if the checkpoint has one) its ``descriptions.json``; the checkpoint's
-        ``model_type`` picks the model class and the answering strategy."""
+        ``model_type`` picks the model class (through ``AutoModel``), the processor and the answering strategy."""
         folder = Path(checkpoint)
         kind = strategy(AutoConfig.from_pretrained(folder).model_type)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model = kind.model_class.from_pretrained(folder, dtype=dtype, device=device)
+        model = AutoModel.from_pretrained(folder, dtype=dtype, device=device)
         descriptions_file = folder / "descriptions.json"
         descriptions = json.loads(descriptions_file.read_text()) if descriptions_file.is_file() else None
         return cls(model, kind.processor_class.from_pretrained(folder), kind.answerer_class(), descriptions,
