@@ -41,9 +41,9 @@ def person_annotations(
     """``(image entry, annotation, keypoints (K, 3) as x, y, v)`` for every non-crowd person, image by image.
 
     The keypoints are read from the annotation's ``keypoint_field`` (SynthPose keeps its extra keypoint types
-    in ``extra_keypoints``). Annotations of another category, crowds, keypoint lists of the wrong length and
-    annotations on image entries without ``file_name``, ``width`` and ``height`` are passed to ``skip`` with
-    the reason.
+    in ``extra_keypoints``). Annotations of another category, crowds, keypoint lists of the wrong length or
+    without a labelled keypoint (v > 0), and annotations on image entries without ``file_name``, ``width``
+    and ``height`` are passed to ``skip`` with the reason.
     """
     for image_id in coco.getImgIds():
         image_info = coco.loadImgs(image_id)[0]
@@ -62,7 +62,11 @@ def person_annotations(
                 reason = f"without {num_keypoints} keypoints"
                 skip(reason if keypoint_field == "keypoints" else f"{reason} in {keypoint_field!r}")
                 continue
-            yield image_info, annotation, keypoints.reshape(num_keypoints, 3)
+            keypoints = keypoints.reshape(num_keypoints, 3)
+            if not (keypoints[:, 2] > 0).any():
+                skip("without labelled keypoints")
+                continue
+            yield image_info, annotation, keypoints
 
 
 def person_record(image_info: dict, annotation: dict, keypoints: np.ndarray, center: np.ndarray, scale: np.ndarray,
@@ -131,10 +135,6 @@ class CocoKeypointDataset(PoseDataset):
             center, scale = box_to_center_scale(box, self.aspect_ratio, self.scale_factor, PIXEL_STD)
             if annotation.get("area", 1.0) <= 0 or box[2] < 0 or box[3] < 0 or scale[0] <= 0:
                 self._skip_annotation("with an empty box")
-                continue
-            labelled = keypoints[:, 2] > 0
-            if not labelled.any():
-                self._skip_annotation("without labelled keypoints")
                 continue
             records.append(person_record(image_info, annotation, keypoints, center, scale,
                                          area=float(annotation.get("area", 0.0))))

@@ -125,10 +125,6 @@ class MpiiDataset(PoseDataset):
             if box[2] <= 0 or box[3] <= 0:
                 self._skip_annotation("with an empty box")
                 continue
-            labelled = keypoints[:, 2] > 0
-            if not labelled.any():
-                self._skip_annotation("without labelled keypoints")
-                continue
             center, scale = box_to_center_scale(box, self.aspect_ratio, self.scale_factor, pixel_std=1.0)
             records.append(person_record(image_info, annotation, keypoints, center, scale))
         return records
