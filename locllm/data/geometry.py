@@ -117,11 +117,7 @@ def clip_box(box_xywh, image_width: int, image_height: int) -> np.ndarray:
 
     Corners are ``(x, y)`` and ``(x + max(w - 1, 0), y + max(h - 1, 0))``, each clipped to
     ``[0, W - 1] x [0, H - 1]``. The reference keeps a box only where the result has width and height > 0.
-
-    Args:
-        box_xywh: ``(..., 4)`` boxes (x, y, w, h).
-    Returns:
-        ``(..., 4)`` float64 boxes (x, y, w, h).
+    Shapes as in :func:`sanitize_coco_box`.
     """
     box = np.asarray(box_xywh, dtype=np.float64)
     x, y, w, h = np.moveaxis(box, -1, 0)
