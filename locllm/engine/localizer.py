@@ -9,6 +9,10 @@ Example:
     >>> people = localizer.localize("photo.jpg", boxes=[[40, 30, 120, 260]],
     ...                             keypoints=["left knee", ("belly button", "The navel, in the middle of the belly.")])
     >>> people[0].keypoints  # (2, 2) x, y in image pixels; people[0].scores: (2,)
+
+With a person detector, one call finds everyone (boxes given explicitly still win):
+    >>> localizer = Localizer.from_pretrained("checkpoints/locllm-demo", detector="PekingU/rtdetr_r50vd")
+    >>> people = localizer.localize("photo.jpg")  # one PersonKeypoints per person found; [] if nobody
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from ..keypoints.sets import all_known_keypoints
 from ..models import LocLLMConfig
 from ..models.clip_baseline import CLIPBaselineConfig
 from ..models.processing_locllm import CLIPBaselineProcessor, LocLLMProcessor
+from .detection import Detections, PersonDetector
 from .heatmap_answerer import HeatmapAnswerer
+from .hub import resolve_pretrained
 from .text_answerer import TextAnswerer
 
 MODES = ("fast", "reference")
@@ -102,11 +108,14 @@ class Localizer:
             model type's.
         descriptions: a checkpoint's own keypoint descriptions (see :meth:`keypoint_set`).
         persons_per_batch: persons answered together.
+        detector: where person boxes come from when none are given: a :class:`~.detection.PersonDetector`, or
+            any object whose ``detect(image)`` returns :class:`~.detection.Detections`; ``None``: the whole
+            image is one person.
     """
 
     def __init__(self, model, processor: LocLLMProcessor | CLIPBaselineProcessor, answerer=None,
                  descriptions: dict[str, str] | None = None, device: str | torch.device = "cpu",
-                 persons_per_batch: int = 8):
+                 persons_per_batch: int = 8, detector=None):
         self.model = model.eval()
         self.config = model.config
         self.processor = processor
@@ -114,6 +123,7 @@ class Localizer:
         self.device = torch.device(device)
         self.descriptions = descriptions or {}
         self.persons_per_batch = persons_per_batch
+        self.detector = detector
 
     @property
     def codec(self):
@@ -126,17 +136,21 @@ class Localizer:
 
     @classmethod
     def from_pretrained(cls, checkpoint: str | Path, device: str | torch.device | None = None,
-                        dtype: torch.dtype | None = None, **kwargs) -> Localizer:
+                        dtype: torch.dtype | None = None, detector=None, **kwargs) -> Localizer:
         """Load model, processor and (if the checkpoint has one) its ``descriptions.json``; the checkpoint's
-        ``model_type`` picks the model class (through ``AutoModel``), the processor and the answering strategy."""
-        folder = Path(checkpoint)
+        ``model_type`` picks the model class (through ``AutoModel``), the processor and the answering strategy.
+        ``checkpoint`` and ``detector`` are folders or Hugging Face Hub repo ids (``detector`` may also be a
+        loaded detector, see the class)."""
+        folder = resolve_pretrained(checkpoint)
         kind = strategy(AutoConfig.from_pretrained(folder).model_type)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model = AutoModel.from_pretrained(folder, dtype=dtype, device=device)
         descriptions_file = folder / "descriptions.json"
         descriptions = json.loads(descriptions_file.read_text()) if descriptions_file.is_file() else None
+        if isinstance(detector, (str, Path)):
+            detector = PersonDetector.from_pretrained(detector, device=device)
         return cls(model, kind.processor_class.from_pretrained(folder), kind.answerer_class(), descriptions,
-                   device=device, **kwargs)
+                   device=device, detector=detector, **kwargs)
 
     # ------------------------------------------------------------------ inputs
 
@@ -182,12 +196,29 @@ class Localizer:
 
     # ------------------------------------------------------------------ the work
 
+    def detect(self, image) -> Detections:
+        """The persons this localizer's detector finds in one image.
+
+        Args:
+            image: a path, PIL image or (H, W, 3) uint8 RGB array.
+
+        Returns:
+            :class:`~.detection.Detections` ``(boxes, scores)``: boxes (N, 4) float64 x, y, w, h in image
+            pixels, best first, ready to pass as ``localize(image, boxes)``; scores (N,) in [0, 1]; N = 0 when
+            nobody was found. A ValueError if the localizer has no detector.
+        """
+        if self.detector is None:
+            raise ValueError("this localizer has no person detector: load it with "
+                             "Localizer.from_pretrained(checkpoint, detector=PATH_OR_HUB_ID), or give boxes")
+        return self.detector.detect(self.load_image(image))
+
     def localize(self, image, boxes=None, keypoints="coco", mode: str = "fast") -> list[PersonKeypoints]:
         """Localize ``keypoints`` for every person box of one image.
 
         Args:
             image: a path, PIL image or (H, W, 3) uint8 RGB array.
-            boxes: (B, 4) person boxes x, y, w, h in pixels; ``None``: the whole image is one person.
+            boxes: (B, 4) person boxes x, y, w, h in pixels; ``None``: the persons the detector finds
+                (see :meth:`detect`; none found: ``[]``), or without a detector the whole image is one person.
             keypoints: a set name (``"coco"``), names (``["left knee", "neck"]``), or ``(name, description)``
                 pairs for keypoints the model never saw.
             mode: ``"fast"`` (default) or ``"reference"`` (the reference implementation's decoding).
@@ -200,7 +231,7 @@ class Localizer:
 
         Args:
             images: paths, PIL images or (H, W, 3) uint8 RGB arrays.
-            boxes: one entry per image, each as in :meth:`localize`; ``None``: every image is one person.
+            boxes: one entry per image, each as in :meth:`localize`; ``None``: ``None`` for every image.
             keypoints, mode: as in :meth:`localize`.
         """
         if mode not in MODES:
@@ -214,6 +245,8 @@ class Localizer:
         for i, (image, image_boxes) in enumerate(zip(images, boxes, strict=True)):
             pixels = self.load_image(image)
             height, width = pixels.shape[:2]
+            if image_boxes is None and self.detector is not None:
+                image_boxes = self.detect(pixels).boxes
             image_boxes = np.array([[0, 0, width, height]] if image_boxes is None else image_boxes,
                                    dtype=np.float64).reshape(-1, 4)
             results.append([None] * len(image_boxes))
