@@ -3,6 +3,7 @@
     locllm eval --checkpoint ckpt --dataset coco --ann person_keypoints_val2017.json --images val2017 \\
         --predictions preds.jsonl --json metrics.json
     locllm eval --checkpoint ckpt --dataset coco --ann ... --images ... --boxes dets.json --det-score-threshold 0.5
+    locllm eval --checkpoint ckpt --dataset coco --ann ... --images ... --boxes detector:PekingU/rtdetr_r50vd
     locllm eval --checkpoint ckpt --dataset coco --ann ... --images ... --held-out paper
     locllm eval --checkpoint ckpt --dataset mpii --ann mpii/annot/valid.json --images mpii/images
     locllm eval --checkpoint ckpt3d --dataset h36m --ann h36m/annotations/val.json --images h36m/images
@@ -16,7 +17,6 @@ An interrupted run resumes from its --predictions file when the same command is 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from .common import add_json_argument, write_json
 
@@ -34,9 +34,10 @@ def add_parser(parser) -> None:
     parser.add_argument("--ann", required=True, metavar="FILE", help="annotation file (COCO json, MPII valid.json, "
                                                                      "Human3.6M json)")
     parser.add_argument("--images", required=True, metavar="DIR", help="folder the annotated file names are in")
-    parser.add_argument("--boxes", default="gt", metavar="gt|DETECTIONS.json",
-                        help="coco/humanart: person boxes from the ground truth (default, the reference's protocol) "
-                             "or a COCO detection-results file (the usual protocol)")
+    parser.add_argument("--boxes", default="gt", metavar="gt|DETECTIONS.json|detector:PATH",
+                        help="coco/humanart: person boxes from the ground truth (default, the reference's protocol), "
+                             "a COCO detection-results file (the usual protocol), or those of a person detector "
+                             "(a Hugging Face object-detection folder or Hub repo id), cached as such a file")
     parser.add_argument("--det-score-threshold", type=float, default=0.0,
                         help="with --boxes FILE: ask only about detections scored at least this (default 0)")
     parser.add_argument("--held-out", metavar="paper|NAMES",
@@ -79,6 +80,8 @@ def run(args) -> int:
 
     from ..engine import Localizer
     from ..engine.demo import demo_checkpoint
+    from ..engine.detector_boxes import detector_boxes_file
+    from ..engine.hub import resolve_pretrained
     from ..evaluation.distributed import evaluation_ranks
     from ..evaluation.loop import run_evaluation
     from ..evaluation.tasks import asked_keypoints, build_task
@@ -86,8 +89,13 @@ def run(args) -> int:
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
-    checkpoint = str(Path(args.checkpoint).resolve() if args.checkpoint else demo_checkpoint())
-    task = build_task(args.dataset, args.ann, args.images, boxes=args.boxes,
+    checkpoint = str(resolve_pretrained(args.checkpoint).resolve() if args.checkpoint else demo_checkpoint())
+    boxes = args.boxes
+    if boxes.startswith("detector:") and args.dataset in ("coco", "humanart"):
+        boxes, reused = detector_boxes_file(boxes.removeprefix("detector:"), args.ann, args.images,
+                                            device=args.device, progress=not args.no_progress)
+        print(f"detector boxes: {'reused' if reused else 'wrote'} {boxes}", file=sys.stderr)
+    task = build_task(args.dataset, args.ann, args.images, boxes=boxes,
                       detection_score_threshold=args.det_score_threshold, held_out=parse_held_out(args.held_out),
                       keypoints=asked_keypoints(args.dataset, args.keypoints), mpii_ground_truth=args.mpii_gt,
                       keypoint_field=args.keypoint_field)

@@ -3,6 +3,7 @@
     locllm predict photo.jpg --boxes 40,30,120,260 --describe "belly button=The navel, in the middle of the belly." --out vis.png
     locllm predict val/*.jpg --boxes detections.json --score-threshold 0.5 --json predictions.json
     locllm predict photo.jpg --checkpoint runs/my-keypoints/checkpoints/step-0000600 --keypoints "left toe,head top"
+    locllm predict group.jpg --detector PekingU/rtdetr_r50vd --out vis.png     # every person the detector finds
 
 A checkpoint trained on keypoints of your own (``descriptions.json`` in its folder) is asked them by name alone.
 """
@@ -26,7 +27,9 @@ def add_parser(parser) -> None:
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--checkpoint", help="a LocLLM checkpoint folder (default: the shipped demo checkpoint)")
     parser.add_argument("--boxes", help="'x,y,w,h' for every image, or a COCO detection-results JSON; "
-                                        "default: the whole image is one person")
+                                        "default: the persons --detector finds, else the whole image is one person")
+    parser.add_argument("--detector", metavar="PATH", help="a person detector (a Hugging Face object-detection "
+                                                           "folder or Hub repo id: DETR, RT-DETR, YOLOS, ...)")
     parser.add_argument("--score-threshold", type=float, default=0.0, help="minimum detection score (--boxes FILE)")
     parser.add_argument("--keypoints", default="coco",
                         help="a keypoint set (coco, mpii, h36m) or comma-separated keypoint names (built-in ones, "
@@ -51,7 +54,8 @@ def run(args) -> int:
     if args.boxes and Path(args.boxes).suffix == ".json":
         detections = read_detection_boxes(args.boxes, args.score_threshold)
     typed_box = parse_box(args.boxes) if args.boxes and detections is None else None
-    localizer = Localizer.from_pretrained(args.checkpoint or demo_checkpoint(), device=args.device)
+    localizer = Localizer.from_pretrained(args.checkpoint or demo_checkpoint(), device=args.device,
+                                          detector=args.detector)
     kp_set, novel = requested_keypoints(args.keypoints, args.describe, localizer.keypoint_set)
 
     report, errors, seconds = [], {}, 0.0
@@ -79,6 +83,8 @@ def run(args) -> int:
         for path, picture in zip(group, pixels, strict=True):
             persons = [] if picture is None else next(answers)
             report.append((str(path), persons))
+            if picture is not None and not persons:
+                print(f"{path.name}: no person found")
             for p in persons:
                 flag = f"  ({p.error})" if p.error else ""
                 print(f"{path.name}: person at {np.round(p.box, 1).tolist()} score {p.score:.3f}{flag}")
