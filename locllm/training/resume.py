@@ -15,12 +15,12 @@ the content of the input files (annotations, keypoint tables): a resume over cha
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
 
 import yaml
+from huggingface_hub.utils.sha import sha_fileobj
 
 from .config import TrainConfig, config_to_yaml_dict
 
@@ -90,17 +90,13 @@ def _input_fingerprints(config: TrainConfig) -> dict[str, str]:
         for name in INPUT_FILE_ARGUMENTS:
             value = dataset.args.get(name)
             if isinstance(value, str) and Path(value).is_file():
-                fingerprints[f"data.datasets.{i}.{name}"] = file_sha256(value)
+                fingerprints[f"data.datasets.{i}.{name}"] = _file_sha256(value)
     return fingerprints
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """The sha256 of a file's content, read in chunks (a multi-GB file never sits in memory)."""
-    digest = hashlib.sha256()
+def _file_sha256(path: str | Path) -> str:
     with Path(path).open("rb") as file:
-        while block := file.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+        return sha_fileobj(file).hex()  # read in 1 MB chunks: a large file never sits in memory
 
 
 def _flatten(value, prefix: str = "") -> dict:
