@@ -99,7 +99,8 @@ def _parse_line(line: str, path: Path, number: int) -> dict:
     try:
         return json.loads(line)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}, line {number}: not a predictions line ({error})") from None
+        raise ValueError(f"{path}, line {number}: not a predictions line ({error}); remove that line to resume, "
+                         "or start over with --overwrite-predictions") from None
 
 
 def _header_difference(found: dict | None, expected: dict) -> str | None:

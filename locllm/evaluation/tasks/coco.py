@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ...data.datasets import CocoKeypointDataset
 from ...data.detections import read_detections
 from ...data.geometry import PIXEL_STD, box_to_center_scale
 from ...keypoints import COCO_KEYPOINTS, PAPER_HELD_OUT, KeypointSet
 from ..metrics import CocoKeypointMetric
 from .base import EvalItem, EvaluationTask, check_keypoints, items_from_dataset
-from .coco_file import read_coco_file
+from .coco_file import persons_dataset, read_coco_file
 
 
 class CocoTask(EvaluationTask):
@@ -45,7 +44,7 @@ class CocoTask(EvaluationTask):
         self.held_out = [COCO_KEYPOINTS.names[COCO_KEYPOINTS.index(n)] for n in held_out]  # KeyError if unknown
         self.metric = CocoKeypointMetric(self.coco, boxes=self.boxes, held_out=self.held_out)
         if self.boxes == "gt":
-            dataset = CocoKeypointDataset(coco_file.persons, image_root, keypoints=keypoints)
+            dataset = persons_dataset(coco_file, annotation_file, image_root, keypoints=keypoints)
             items = items_from_dataset(dataset, ("annotation_id", "bbox"))
             skipped = dict(coco_file.skipped + Counter(dataset.skip_counts["annotations"]))
         else:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from pycocotools.coco import COCO
 
+from ...data.datasets import CocoKeypointDataset
 from ...data.datasets.coco import PERSON_CATEGORY_ID
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,15 @@ def read_coco_file(path: str | Path, num_keypoints: int, keypoint_field: str = "
     for line in repairs:
         logger.warning("%s", line)
     return CocoFile(persons, ground_truth, skipped, repairs)
+
+
+def persons_dataset(coco_file: CocoFile, annotation_file: str | Path, image_root: str | Path,
+                    **kwargs) -> CocoKeypointDataset:
+    """The data set over ``coco_file.persons``; its errors name the annotation file, not "a COCO object"."""
+    try:
+        return CocoKeypointDataset(coco_file.persons, image_root, **kwargs)
+    except ValueError as error:
+        raise ValueError(str(error).replace("a COCO object", str(annotation_file))) from None
 
 
 def _read_json(path: Path) -> dict:

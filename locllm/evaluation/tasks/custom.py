@@ -6,11 +6,10 @@ from collections import Counter
 
 import numpy as np
 
-from ...data.datasets import CocoKeypointDataset
 from ...keypoints import KeypointSet
 from ..metrics import PCKMetric
 from .base import EvaluationTask, items_from_dataset, predicted_points
-from .coco_file import read_coco_file
+from .coco_file import persons_dataset, read_coco_file
 
 
 class CustomTask(EvaluationTask):
@@ -32,7 +31,8 @@ class CustomTask(EvaluationTask):
     def __init__(self, annotation_file, image_root, *, keypoints: KeypointSet, keypoint_field: str = "keypoints"):
         self.keypoint_field = keypoint_field
         coco_file = read_coco_file(annotation_file, len(keypoints), keypoint_field)
-        dataset = CocoKeypointDataset(coco_file.persons, image_root, keypoints=keypoints, keypoint_field=keypoint_field)
+        dataset = persons_dataset(coco_file, annotation_file, image_root, keypoints=keypoints,
+                                  keypoint_field=keypoint_field)
         self.truth = np.array([record.joints[:, :2] for record in dataset.records], dtype=np.float64)  # (N, K, 2)
         self.labelled = np.array([record.labelled for record in dataset.records])  # (N, K)
         super().__init__(annotation_file, image_root, keypoints, items_from_dataset(dataset, ("annotation_id", "bbox")),
