@@ -123,6 +123,20 @@ def test_entries_without_identity_stop_before_asking(synth, tmp_path, capsys, ed
     assert expected in _one_line(capsys)
 
 
+@pytest.mark.parametrize("dataset", ["mpii", "h36m"])
+@pytest.mark.parametrize("content, expected", [(b"", "not JSON"), (b'[{"joints": [', "not JSON"),
+                                               (b'{"images": []}', "expected")], ids=["empty", "truncated", "foreign"])
+def test_unreadable_mpii_and_h36m_files_are_one_line(synth, tmp_path, capsys, dataset, content, expected):
+    """MPII and Human3.6M annotation files that are empty, truncated or of another layout: one line naming the
+    file, exit 1, before any person is asked."""
+    path = tmp_path / "ann.json"
+    path.write_bytes(content)
+    assert main(["eval", "--checkpoint", "x", "--dataset", dataset, "--ann", str(path), "--images", str(synth[1]),
+                 "--no-progress"]) == 1
+    line = _one_line(capsys)
+    assert str(path) in line and expected in line
+
+
 def test_missing_annotation_file_is_one_line(synth, tmp_path, capsys):
     """A missing annotation file: one line naming it, exit 1."""
     assert _eval_cli(tmp_path / "nope.json", synth[1]) == 1
