@@ -43,13 +43,15 @@ class CocoFile:
     """The two views of one annotation file (see the module docstring)."""
 
     persons: COCO  # for the data set
-    ground_truth: COCO  # for COCOeval
+    ground_truth: COCO | None  # for COCOeval (None when not asked for)
     skipped: Counter = field(default_factory=Counter)  # reason -> annotations left out of ``persons``
     repairs: list[str] = field(default_factory=list)  # what the metric's view completed, one line each
 
 
-def read_coco_file(path: str | Path, num_keypoints: int, keypoint_field: str = "keypoints") -> CocoFile:
-    """Read and check a COCO keypoint file whose persons have ``num_keypoints`` keypoints in ``keypoint_field``.
+def read_coco_file(path: str | Path, num_keypoints: int, keypoint_field: str = "keypoints", *,
+                   with_ground_truth: bool = True) -> CocoFile:
+    """Read and check a COCO keypoint file whose persons have ``num_keypoints`` keypoints in ``keypoint_field``;
+    ``with_ground_truth``: also the metric's view (OKS scores ``keypoints``, whatever ``keypoint_field``).
 
     Raises ``FileNotFoundError`` / ``ValueError`` (one line: file, entry, fix) when it cannot be scored.
     """
@@ -58,7 +60,7 @@ def read_coco_file(path: str | Path, num_keypoints: int, keypoint_field: str = "
     images = _checked_images(path, raw["images"])
     annotations, skipped = _checked_annotations(path, raw["annotations"], {image["id"] for image in images})
     person = _person_category(raw.get("categories"))
-    repairs = [] if person is not None else [
+    repairs = [] if person is not None or not with_ground_truth else [
         f"{path} has no person category (id {PERSON_CATEGORY_ID}): its annotations of category_id "
         f"{PERSON_CATEGORY_ID} are scored as persons"]
     categories = [person or PERSON_CATEGORY]
@@ -75,8 +77,10 @@ def read_coco_file(path: str | Path, num_keypoints: int, keypoint_field: str = "
                 continue
         readable.append(annotation)
     persons = _coco({"images": images, "annotations": readable, "categories": categories})
-    ground_truth, completed = _scorable(images, annotations, categories, num_keypoints)
-    repairs += [f"{path}: {count} person annotations {what}" for what, count in completed.items()]
+    ground_truth = None
+    if with_ground_truth:
+        ground_truth, completed = _scorable(images, annotations, categories, num_keypoints)
+        repairs += [f"{path}: {count} person annotations {what}" for what, count in completed.items()]
     for line in repairs:
         logger.warning("%s", line)
     return CocoFile(persons, ground_truth, skipped, repairs)

@@ -30,7 +30,7 @@ class CustomTask(EvaluationTask):
 
     def __init__(self, annotation_file, image_root, *, keypoints: KeypointSet, keypoint_field: str = "keypoints"):
         self.keypoint_field = keypoint_field
-        coco_file = read_coco_file(annotation_file, len(keypoints), keypoint_field)
+        coco_file = read_coco_file(annotation_file, len(keypoints), keypoint_field, with_ground_truth=False)
         dataset = persons_dataset(coco_file, annotation_file, image_root, keypoints=keypoints,
                                   keypoint_field=keypoint_field)
         self.truth = np.array([record.joints[:, :2] for record in dataset.records], dtype=np.float64)  # (N, K, 2)
