@@ -19,6 +19,7 @@ from __future__ import annotations
 import sys
 
 from .common import add_json_argument, write_json
+from .interrupts import sigterm_as_interrupt
 
 # Spelled out rather than imported: building the parser must not load torch and pycocotools
 # (evaluation.tasks.DATASETS is the same tuple; build_task checks it).
@@ -104,12 +105,16 @@ def run(args) -> int:
         dtype = getattr(torch, args.dtype) if args.dtype else None
         localizer = Localizer.from_pretrained(checkpoint, device=device, dtype=dtype, persons_per_batch=args.batch_size)
         try:
-            result = run_evaluation(localizer, task, mode=args.mode, predictions=args.predictions,
-                                    overwrite=args.overwrite_predictions, batch_size=args.batch_size,
-                                    progress=not args.no_progress, ranks=ranks, checkpoint=checkpoint)
+            with sigterm_as_interrupt():
+                result = run_evaluation(localizer, task, mode=args.mode, predictions=args.predictions,
+                                        overwrite=args.overwrite_predictions, batch_size=args.batch_size,
+                                        progress=not args.no_progress, ranks=ranks, checkpoint=checkpoint)
         except KeyboardInterrupt:
             if args.predictions:
                 print(f"\ninterrupted: run the same command again to resume from {args.predictions}", file=sys.stderr)
+            else:
+                print("\ninterrupted: no answer was kept; give --predictions FILE to make a run resumable",
+                      file=sys.stderr)
             return 130
     if ranks.is_main:
         print(format_report(result, task))

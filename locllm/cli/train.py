@@ -11,15 +11,18 @@ Several GPUs (DDP; the global batch ``optim.batch_size`` stays the same, accumul
     torchrun --nproc_per_node 4 -m locllm train configs/paper/stage2_coco_12e.yaml
 
 ``--resume`` continues the newest checkpoint in the config's output_dir, ``--resume DIR`` that checkpoint.
-Exit status 3: the loss became NaN or infinite; the message names the last good checkpoint.
+Exit status 3: the loss became NaN or infinite; the message names the last good checkpoint. Exit status 130:
+interrupted (Ctrl-C or SIGTERM); the message says how to resume.
 """
 
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 
 from .common import add_json_argument, write_json
+from .interrupts import sigterm_as_interrupt
 
 
 def add_parser(parser) -> None:
@@ -43,10 +46,15 @@ def run(args) -> int:
     config = load_config(args.config, args.overrides)
     resume = checkpoint.latest_checkpoint(config.output_dir) if args.resume == "latest" else args.resume
     try:
-        result = train(config, resume=resume)
+        with sigterm_as_interrupt():
+            result = train(config, resume=resume)
     except TrainingDiverged as error:
         print(f"locllm train: {error}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:
+        if PartialState().is_main_process:
+            print(f"\nlocllm train: {resume_hint(args, checkpoint.list_checkpoints(config.output_dir))}", file=sys.stderr)
+        return 130
     if not PartialState().is_main_process:
         return 0
     summary = {
@@ -63,3 +71,12 @@ def run(args) -> int:
           f"{result.samples_per_second:.1f} samples/s; checkpoint: {result.checkpoint}")
     write_json(args.json, summary)
     return 0
+
+
+def resume_hint(args, checkpoints: list) -> str:
+    """What an interrupted run says: the checkpoint it can continue from and the command that does."""
+    if not checkpoints:
+        return "interrupted before it wrote a checkpoint: run the same command again"
+    overrides = [word for item in args.overrides for word in ("--set", item)]
+    command = shlex.join(["locllm", "train", args.config, *overrides, "--resume"])
+    return f"interrupted; the last complete checkpoint is {checkpoints[-1]}: continue it with `{command}`"

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from ..data.geometry import crop_image, crop_to_image
 from ..data.images import ImageReadError, read_image_rgb
+from .checkpoint_identity import checkpoint_sha256
 from .distributed import Ranks
 from .predictions_log import PREDICTIONS_FORMAT, PredictionLog
 from .tasks import EvalItem, EvaluationTask
@@ -102,9 +103,9 @@ def run_evaluation(localizer, task: EvaluationTask, *, mode: str = "fast", predi
 
 def _header(task: EvaluationTask, checkpoint: str | None, mode: str) -> dict:
     """What the predictions depend on (not the metric's options, such as held-out keypoints): a file written
-    with another header is never resumed."""
+    with another header is never resumed. The checkpoint counts by its content; its path is only recorded."""
     return {"format": PREDICTIONS_FORMAT, "dataset": task.name, "annotation_file": str(task.annotation_file.resolve()),
-            "checkpoint": checkpoint, "mode": mode, "keypoints": task.keypoints.names, "persons": len(task.items),
+            "checkpoint": checkpoint, "checkpoint_sha256": checkpoint_sha256(checkpoint), "mode": mode, "keypoints": task.keypoints.names, "persons": len(task.items),
             "fingerprint": task.fingerprint()}
 
 

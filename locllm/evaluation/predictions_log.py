@@ -2,7 +2,7 @@
 
 Each person's line is flushed as soon as it is answered; a rerun with the same file asks only the persons
 the file lacks (a line cut by the interruption is dropped). A file written with another header (another
-data set, checkpoint, decoding or set of persons) is never resumed. Several processes (see
+data set, checkpoint content, decoding or set of persons) is never resumed. Several processes (see
 :mod:`.distributed`) each write ``<file>.rank<r>``; the main process merges them into the file at the end.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from .distributed import Ranks
 
 PREDICTIONS_FORMAT = "locllm-eval-predictions/1"
+RECORDED_ONLY = ("checkpoint",)  # header entries that say where, not what: they may differ on resume
 
 
 class PredictionLog:
@@ -50,8 +51,8 @@ class PredictionLog:
             if not lines:
                 continue
             header = _parse_line(lines[0], path, 1)
-            if header.get("header") != self.header:
-                difference = _header_difference(header.get("header"), self.header)
+            difference = _header_difference(header.get("header"), self.header)
+            if difference:
                 raise ValueError(f"{path} holds predictions of another evaluation ({difference}); choose another "
                                  "predictions file, or start over with --overwrite-predictions")
             for number, line in enumerate(lines[1:], start=2):
@@ -98,14 +99,19 @@ def _parse_line(line: str, path: Path, number: int) -> dict:
     try:
         return json.loads(line)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}, line {number}: not a predictions line ({error})") from None
+        raise ValueError(f"{path}, line {number}: not a predictions line ({error}); remove that line to resume, "
+                         "or start over with --overwrite-predictions") from None
 
 
-def _header_difference(found: dict | None, expected: dict) -> str:
+def _header_difference(found: dict | None, expected: dict) -> str | None:
+    """What makes ``found`` another evaluation than ``expected``, or None; the checkpoint's path does not
+    (its content, ``checkpoint_sha256``, does)."""
     if not isinstance(found, dict):
         return "no header line"
-    keys = [key for key in expected if found.get(key) != expected[key]]
-    return "different " + ", ".join(keys) if keys else "a different header"
+    keys = [key for key in expected if key not in RECORDED_ONLY and found.get(key) != expected[key]]
+    if "checkpoint_sha256" in keys:
+        return "the checkpoint's files changed since they were written"
+    return "different " + ", ".join(keys) if keys else None
 
 
 def _drop_partial_last_line(path: Path) -> None:

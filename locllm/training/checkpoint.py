@@ -45,7 +45,11 @@ class TrainingState:
         path = Path(folder) / TRAINING_STATE
         if not path.is_file():
             raise FileNotFoundError(f"{folder} is not a training checkpoint (no {TRAINING_STATE})")
-        return cls(**json.loads(path.read_text()))
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as error:
+            raise ValueError(f"{path}: not a training state ({error}); resume from another checkpoint "
+                             "(--resume DIR)") from None
 
 
 def checkpoint_name(global_step: int) -> str:

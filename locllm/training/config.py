@@ -237,14 +237,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), base:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
-        raw = yaml.safe_load(path.read_text()) or {}
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            problem = " ".join(str(error).split())  # pyyaml spreads its message and the place over lines
+            raise ValueError(f"{path}: not a readable YAML config ({problem}); fix the file or give another one") \
+                from None
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: a config is a mapping of sections, got {type(raw).__name__}")
     else:
         raw = dict(base or {})
     for item in overrides:
         apply_override(raw, item)
-    return from_dict(TrainConfig, raw, "config")
+    try:
+        return from_dict(TrainConfig, raw, "config")
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}" if path is not None else str(error)) from None
 
 
 def apply_override(raw: dict, item: str) -> None:

@@ -52,6 +52,11 @@ def build_dataset(config: TrainConfig, crop_size: int) -> MixtureDataset:
             parts.append(DATASET_TYPES[spec.type](**args, **managed))
         except TypeError as error:
             raise ValueError(f"data.datasets.{i} ({spec.type}): {error}") from None
+        except (ValueError, KeyError, AssertionError) as error:  # a malformed file (pycocotools asserts its layout)
+            source = spec.args.get("annotation_file", "its annotation file")
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ValueError(f"data.datasets.{i} ({spec.type}): {source} cannot be read ({detail}); fix the file "
+                             "or point annotation_file at a file of that dataset type") from None
     return MixtureDataset(parts, [spec.repeat for spec in config.data.datasets], seed=config.seed)
 
 

@@ -43,6 +43,7 @@ from . import checkpoint as ckpt
 from .config import TrainConfig, dump_config
 from .data import build_dataset, epoch_loader, trained_descriptions
 from .model_types import MODEL_TYPES, ModelType
+from .resume import check_resume, write_input_fingerprints
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +141,8 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     if resume is None and ckpt.list_checkpoints(output_dir):
         raise ValueError(f"{output_dir} already holds checkpoints of a run: continue it with --resume, "
                          "or choose another output_dir")
+    if resume is not None:
+        check_resume(config, resume)  # before any work: a resume continues the run it names, or nothing
     accelerator = make_accelerator(config)
     world_size, rank = accelerator.num_processes, accelerator.process_index
     set_seed(config.seed)
@@ -274,6 +277,7 @@ def _save_checkpoint(accelerator: Accelerator, model, processor, config: TrainCo
         (temporary / DESCRIPTIONS_FILE).write_text(json.dumps(descriptions, indent=2, ensure_ascii=False) + "\n",
                                                   encoding="utf-8")
         dump_config(config, temporary / "train_config.yaml")
+        write_input_fingerprints(config, temporary)
         state.save(temporary)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:

@@ -26,6 +26,7 @@ object it names, from :mod:`..metrics`) and a line in :func:`build_task`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -82,13 +83,16 @@ def build_task(dataset: str, annotation_file: str | Path, image_root: str | Path
     if dataset in ("coco", "humanart"):
         return CocoTask(annotation_file, image_root, boxes=boxes, detection_score_threshold=detection_score_threshold,
                         held_out=held_out, keypoints=keypoints, name=dataset)
-    if dataset == "mpii":
-        return MpiiTask(annotation_file, image_root, ground_truth_file=mpii_ground_truth, keypoints=keypoints)
     if dataset == "custom":
         if keypoints is None:
             raise ValueError("the custom data set needs its keypoint set (a keypoint table)")
         return CustomTask(annotation_file, image_root, keypoints=keypoints, keypoint_field=keypoint_field)
-    return H36mTask(annotation_file, image_root, keypoints=keypoints)
+    try:  # COCO-format files are checked entry by entry (.coco_file); these are read by their data sets
+        if dataset == "mpii":
+            return MpiiTask(annotation_file, image_root, ground_truth_file=mpii_ground_truth, keypoints=keypoints)
+        return H36mTask(annotation_file, image_root, keypoints=keypoints)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{annotation_file}: not JSON ({error}); give the {dataset} annotation file") from None
 
 
 __all__ = ["DATASETS", "CocoTask", "CustomTask", "EvalItem", "EvaluationTask", "H36mTask", "MpiiTask",

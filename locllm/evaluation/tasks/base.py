@@ -66,7 +66,8 @@ class EvaluationTask(abc.ABC):
         self.items = items
         self.skipped_annotations = skipped_annotations
         if not items:
-            raise ValueError(f"{self.annotation_file}: no persons to evaluate")
+            why = ", ".join(f"{count} {reason}" for reason, count in skipped_annotations.items())
+            raise ValueError(f"{self.annotation_file}: no persons to evaluate" + (f" (skipped: {why})" if why else ""))
 
     @abc.abstractmethod
     def protocol(self) -> dict:

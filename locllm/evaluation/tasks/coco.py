@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ...data.datasets import CocoKeypointDataset, load_coco
 from ...data.detections import read_detections
 from ...data.geometry import PIXEL_STD, box_to_center_scale
 from ...keypoints import COCO_KEYPOINTS, PAPER_HELD_OUT, KeypointSet
 from ..metrics import CocoKeypointMetric
 from .base import EvalItem, EvaluationTask, check_keypoints, items_from_dataset
+from .coco_file import persons_dataset, read_coco_file
 
 
 class CocoTask(EvaluationTask):
@@ -33,7 +34,9 @@ class CocoTask(EvaluationTask):
                  held_out: Sequence[str] | str = (), keypoints: KeypointSet | None = None, name: str = "coco"):
         self.name = name
         keypoints = check_keypoints(keypoints, COCO_KEYPOINTS)
-        self.coco = load_coco(annotation_file)
+        coco_file = read_coco_file(annotation_file, len(keypoints))
+        self.coco = coco_file.ground_truth
+        self.ground_truth_repairs = coco_file.repairs
         self.boxes = "gt" if str(boxes) == "gt" else "detections"
         self.detections_file = None if self.boxes == "gt" else Path(boxes)
         self.detection_score_threshold = float(detection_score_threshold)
@@ -41,9 +44,9 @@ class CocoTask(EvaluationTask):
         self.held_out = [COCO_KEYPOINTS.names[COCO_KEYPOINTS.index(n)] for n in held_out]  # KeyError if unknown
         self.metric = CocoKeypointMetric(self.coco, boxes=self.boxes, held_out=self.held_out)
         if self.boxes == "gt":
-            dataset = CocoKeypointDataset(self.coco, image_root, keypoints=keypoints)
+            dataset = persons_dataset(coco_file, annotation_file, image_root, keypoints=keypoints)
             items = items_from_dataset(dataset, ("annotation_id", "bbox"))
-            skipped = dataset.skip_counts["annotations"]
+            skipped = dict(coco_file.skipped + Counter(dataset.skip_counts["annotations"]))
         else:
             items, skipped = self._detection_items(), {}
         super().__init__(annotation_file, image_root, keypoints, items, skipped)
@@ -77,6 +80,8 @@ class CocoTask(EvaluationTask):
         protocol.update(self.metric.protocol())
         if self.held_out:
             protocol["held_out"] = self.held_out
+        if self.ground_truth_repairs:
+            protocol["ground_truth_repairs"] = self.ground_truth_repairs
         return protocol
 
     def metrics(self, records: list[dict]) -> dict:

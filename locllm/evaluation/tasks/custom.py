@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
-from ...data.datasets import CocoKeypointDataset
 from ...keypoints import KeypointSet
 from ..metrics import PCKMetric
 from .base import EvaluationTask, items_from_dataset, predicted_points
+from .coco_file import persons_dataset, read_coco_file
 
 
 class CustomTask(EvaluationTask):
@@ -28,11 +30,13 @@ class CustomTask(EvaluationTask):
 
     def __init__(self, annotation_file, image_root, *, keypoints: KeypointSet, keypoint_field: str = "keypoints"):
         self.keypoint_field = keypoint_field
-        dataset = CocoKeypointDataset(annotation_file, image_root, keypoints=keypoints, keypoint_field=keypoint_field)
+        coco_file = read_coco_file(annotation_file, len(keypoints), keypoint_field, with_ground_truth=False)
+        dataset = persons_dataset(coco_file, annotation_file, image_root, keypoints=keypoints,
+                                  keypoint_field=keypoint_field)
         self.truth = np.array([record.joints[:, :2] for record in dataset.records], dtype=np.float64)  # (N, K, 2)
         self.labelled = np.array([record.labelled for record in dataset.records])  # (N, K)
         super().__init__(annotation_file, image_root, keypoints, items_from_dataset(dataset, ("annotation_id", "bbox")),
-                         dataset.skip_counts["annotations"])
+                         dict(coco_file.skipped + Counter(dataset.skip_counts["annotations"])))
         self.centers = np.array([item.center for item in self.items], dtype=np.float64)  # (N, 2)
         self.crop_sides = np.array([item.scale[0] * item.pixel_std for item in self.items], dtype=np.float64)
         self.metric = PCKMetric(keypoints.names, thresholds=(0.1, 0.05))
