@@ -90,7 +90,6 @@ def run(args) -> int:
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
-    checkpoint = str(resolve_pretrained(args.checkpoint).resolve() if args.checkpoint else demo_checkpoint())
     boxes = args.boxes
     if boxes.startswith("detector:") and args.dataset in ("coco", "humanart"):
         boxes, reused = detector_boxes_file(boxes.removeprefix("detector:"), args.ann, args.images,
@@ -100,6 +99,8 @@ def run(args) -> int:
                       detection_score_threshold=args.det_score_threshold, held_out=parse_held_out(args.held_out),
                       keypoints=asked_keypoints(args.dataset, args.keypoints), mpii_ground_truth=args.mpii_gt,
                       keypoint_field=args.keypoint_field)
+    # after the task: a bad annotation file is reported before anything is downloaded or loaded
+    checkpoint = str(resolve_pretrained(args.checkpoint).resolve() if args.checkpoint else demo_checkpoint())
     with evaluation_ranks() as ranks:
         device = ranks.device() if ranks.world_size > 1 else args.device
         dtype = getattr(torch, args.dtype) if args.dtype else None

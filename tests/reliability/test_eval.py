@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -78,8 +79,9 @@ def _edited(annotation, tmp_path, edit, name="edited.json"):
 
 
 def _eval_cli(annotation, images, *extra):
-    # The checkpoint is never loaded when the annotation file is refused: the task is built first.
-    return main(["eval", "--checkpoint", "no-checkpoint-needed", "--dataset", "coco", "--ann", str(annotation),
+    # The checkpoint is never loaded when the annotation file is refused: the task is built first. An existing
+    # (empty) folder, so that resolving it never asks the Hub.
+    return main(["eval", "--checkpoint", str(Path(annotation).parent), "--dataset", "coco", "--ann", str(annotation),
                  "--images", str(images), "--no-progress", *extra])
 
 
