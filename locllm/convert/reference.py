@@ -35,9 +35,9 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
+from ..data.tensor_files import load_tensor_file
 from ..keypoints import load_reference_constants
 from ..models import BASE_WEIGHTS, CLIP_MEAN, CLIP_STD, LocLLMConfig, LocLLMForKeypointLocalization
 from ..models.vision import build_vision_tower
@@ -122,10 +122,8 @@ def weight_files(folder: Path) -> list[Path]:
 
 
 def _load_weight_file(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        return load_file(path)
     # mmap: a 7B state dict is paged in as it is used instead of read into memory at once.
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return load_tensor_file(path, mmap=True)
 
 
 def load_reference_state_dict(folder: str | Path) -> tuple[dict[str, torch.Tensor], list[str]]:
