@@ -19,6 +19,8 @@ The same endpoint serves as a local REST service::
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from ..data.images import ImageReadError, read_image_rgb
 from ..data.synth import render_scene
@@ -38,9 +41,15 @@ from ..viz import draw_keypoints
 MAX_PERSONS = 20  # one request holds the server (a single model) for every other user meanwhile
 MAX_EXTRA_KEYPOINTS = 20
 MAX_NAME_CHARS = 80  # a keypoint's name is a few words; its description carries the detail
+MAX_EXTRA_ROWS = 100  # rows read from the table (empty ones included) before any is looked at
+MAX_TEXT_CHARS = 4000  # the boxes and keypoint-set fields: 20 boxes or a few dozen names
+MAX_IMAGE_BYTES = 25 * 2**20  # as launch's max_file_size; also for callers of localize_request
+MAX_IMAGE_PIXELS = 50_000_000  # checked from the header before decoding: a small file can decode to gigabytes
+MAX_ECHO_CHARS = 300  # an error message quotes at most this much of what was sent
 DISPLAY_SIZE = 512  # small images are scaled up to this longer side before drawing, so labels stay legible
 EXAMPLE_SEED = 7  # the bundled examples are rendered at startup, the same ones every time
 EXTRA_HEADERS = ["name", "description"]
+logger = logging.getLogger("locllm.serve")
 TABLE_HEADERS = ["person", "keypoint", "x", "y", "score", "answer"]
 
 
@@ -85,6 +94,8 @@ def described_keypoints(rows, asked: KeypointSet,
     """
     taken = {normalize_name(name) for name in asked.names}
     specs = []
+    if len(rows or []) > MAX_EXTRA_ROWS:
+        raise ValueError(f"{len(rows)} rows of extra keypoints: at most {MAX_EXTRA_ROWS} are read per request")
     for number, row in enumerate(rows or [], 1):
         name, description = (str(cell if cell is not None else "").strip() for cell in [*row, "", ""][:2])
         if not name and not description:
@@ -154,7 +165,11 @@ def localize_request(localizer: Localizer, image_path: str | Path | None, boxes_
     """
     if not image_path:
         raise ValueError("no image: upload one, or pick a bundled SynthPose example")
-    image_name = image_name or Path(image_path).name
+    image_name = clip(image_name or Path(image_path).name)
+    for field, text in (("person boxes", boxes_text), ("keypoint set", keypoint_set)):
+        if len(text or "") > MAX_TEXT_CHARS:
+            raise ValueError(f"the {field} field holds {len(text)} characters: at most {MAX_TEXT_CHARS} are served")
+    check_image_size(image_path, image_name)
     try:
         pixels = read_image_rgb(image_path)  # as `locllm predict` reads it, so both see the same pixels
     except ImageReadError:
@@ -182,6 +197,26 @@ def localize_request(localizer: Localizer, image_path: str | Path | None, boxes_
     if problems:
         status += ". No answer for " + "; ".join(problems)
     return LocalizeResult(draw_persons(pixels, persons, kp_set, novel), rows, report, status)
+
+
+def check_image_size(image_path: str | Path, image_name: str) -> None:
+    """Refuse a file too big to serve from its byte size and its header's width x height, before decoding."""
+    size = os.path.getsize(image_path)
+    if size > MAX_IMAGE_BYTES:
+        raise ValueError(f"{image_name!r} has {size / 2**20:.0f} MB: at most {MAX_IMAGE_BYTES // 2**20} MB are served")
+    try:
+        with Image.open(image_path) as header:  # reads the header only; the pixels are decoded by OpenCV
+            width, height = header.size
+    except (UnidentifiedImageError, OSError):
+        return  # a format PIL does not know: OpenCV decodes it or says it is not an image
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ValueError(f"{image_name!r} is {width} x {height} pixels: at most {MAX_IMAGE_PIXELS // 10**6} "
+                         "megapixels are served; scale it down")
+
+
+def clip(text: str, limit: int = MAX_ECHO_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, so that a message never repeats an unbounded input."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def render_examples(seed: int = EXAMPLE_SEED) -> dict[str, tuple[np.ndarray, str]]:
@@ -239,7 +274,10 @@ def build_app(localizer: Localizer, examples: dict[str, tuple[np.ndarray, str]] 
             result = localize_request(localizer, image_path, boxes, keypoint_set, (extra or {}).get("data"),
                                       mode, image_name)
         except ValueError as err:
-            raise gr.Error(str(err), duration=None) from None
+            # A user's error: one log line, not a traceback; the message bounded, whatever it quotes.
+            message = clip(" ".join(str(err).split()), 2 * MAX_ECHO_CHARS)
+            logger.warning("refused request: %s", message)
+            raise gr.Error(message, duration=None, print_exception=False) from None
         return result.picture, result.rows, json.dumps(result.report, indent=2), result.status
 
     with gr.Blocks(title="LocLLM keypoints", analytics_enabled=False) as app:
