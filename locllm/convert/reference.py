@@ -405,7 +405,11 @@ def import_reference_checkpoint(
         if given is not None and not Path(given).exists():
             raise FileNotFoundError(f"{given} does not exist")
     check_output_folder(out, overwrite, "import-reference output folder")
-    ref = json.loads((src / "config.json").read_text())
+    try:
+        ref = json.loads((src / "config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{src / 'config.json'} is not valid JSON ({err}): not a reference checkpoint, or a "
+                         "damaged copy of one") from None
     state, source_files = load_reference_state_dict(src)
     tensors = split_reference_state_dict(state)
     dino_file = Path(dino) if dino else _existing(ref.get("dino_path"), src)

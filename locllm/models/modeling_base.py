@@ -243,6 +243,9 @@ class PreTrainedModelOnBases(PreTrainedModel):
         trained_missing = [k for k in missing if k in trained]
         base_missing = [k for k in missing if k not in trained and not k.startswith(restored)
                         and not any(p.search(k) for p in ignored)]
+        if trained_missing and not (folder / TRAINED_WEIGHTS).is_file():
+            raise FileNotFoundError(f"{folder} has no {TRAINED_WEIGHTS}: not a complete checkpoint (an interrupted "
+                                    "copy?); copy or re-save it whole")
         if unexpected or trained_missing or base_missing:
             raise KeyError(
                 f"{folder}: checkpoint does not match the model: unexpected {unexpected[:5]}, "
