@@ -18,6 +18,7 @@ The same endpoint serves as a local REST service::
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -146,6 +147,22 @@ def draw_persons(pixels: np.ndarray, persons: list, kp_set: KeypointSet, novel: 
     return picture
 
 
+def _refusals_bounded_and_logged(handler):
+    """A request's ``ValueError`` (the sender's mistake) comes out as one clipped line and is logged as one."""
+
+    @functools.wraps(handler)
+    def checked(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except ValueError as err:
+            message = clip(" ".join(str(err).split()), 2 * MAX_ECHO_CHARS)
+            logger.warning("refused request: %s", message)
+            raise ValueError(message) from None
+
+    return checked
+
+
+@_refusals_bounded_and_logged
 def localize_request(localizer: Localizer, image_path: str | Path | None, boxes_text: str | None = "",
                      keypoint_set: str = "coco", extra_rows=None, mode: str = "fast",
                      image_name: str | None = None) -> LocalizeResult:
@@ -273,11 +290,8 @@ def build_app(localizer: Localizer, examples: dict[str, tuple[np.ndarray, str]] 
         try:
             result = localize_request(localizer, image_path, boxes, keypoint_set, (extra or {}).get("data"),
                                       mode, image_name)
-        except ValueError as err:
-            # A user's error: one log line, not a traceback; the message bounded, whatever it quotes.
-            message = clip(" ".join(str(err).split()), 2 * MAX_ECHO_CHARS)
-            logger.warning("refused request: %s", message)
-            raise gr.Error(message, duration=None, print_exception=False) from None
+        except ValueError as err:  # already logged in one line: no traceback for a user's error
+            raise gr.Error(str(err), duration=None, print_exception=False) from None
         return result.picture, result.rows, json.dumps(result.report, indent=2), result.status
 
     with gr.Blocks(title="LocLLM keypoints", analytics_enabled=False) as app:
