@@ -130,11 +130,19 @@ class Localizer:
         """Load model, processor and (if the checkpoint has one) its ``descriptions.json``; the checkpoint's
         ``model_type`` picks the model class (through ``AutoModel``), the processor and the answering strategy."""
         folder = Path(checkpoint)
-        kind = strategy(AutoConfig.from_pretrained(folder).model_type)
+        if not (folder / "config.json").is_file():  # else transformers would take the path for a Hub model id
+            raise FileNotFoundError(f"{folder} is not a checkpoint folder (no config.json)")
+        try:
+            kind = strategy(AutoConfig.from_pretrained(folder).model_type)
+        except ValueError as err:  # a foreign or unknown model_type
+            raise ValueError(f"{folder / 'config.json'}: {err}") from None
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model = AutoModel.from_pretrained(folder, dtype=dtype, device=device)
         descriptions_file = folder / "descriptions.json"
-        descriptions = json.loads(descriptions_file.read_text()) if descriptions_file.is_file() else None
+        try:
+            descriptions = json.loads(descriptions_file.read_text()) if descriptions_file.is_file() else None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{descriptions_file} is not valid JSON ({err}): fix or remove it") from None
         return cls(model, kind.processor_class.from_pretrained(folder), kind.answerer_class(), descriptions,
                    device=device, **kwargs)
 
