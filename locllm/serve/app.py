@@ -22,6 +22,7 @@ import functools
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -51,6 +52,10 @@ DISPLAY_SIZE = 512  # small images are scaled up to this longer side before draw
 EXAMPLE_SEED = 7  # the bundled examples are rendered at startup, the same ones every time
 EXTRA_HEADERS = ["name", "description"]
 logger = logging.getLogger("locllm.serve")
+# A Localizer answers one call at a time: concurrent calls on one model gave wrong answers (measured:
+# 8 threads, tests/reliability/test_serve.py). gradio's queue runs one request at a time; this lock keeps
+# other callers of localize_request (threads of another web framework) correct too.
+_ONE_REQUEST_AT_A_TIME = threading.Lock()
 TABLE_HEADERS = ["person", "keypoint", "x", "y", "score", "answer"]
 
 
@@ -198,9 +203,10 @@ def localize_request(localizer: Localizer, image_path: str | Path | None, boxes_
     except KeyError as err:
         raise ValueError(err.args[0]) from None
 
-    start = time.perf_counter()
-    persons = localizer.localize(pixels, boxes, kp_set, mode=mode)
-    seconds = time.perf_counter() - start
+    with _ONE_REQUEST_AT_A_TIME:
+        start = time.perf_counter()
+        persons = localizer.localize(pixels, boxes, kp_set, mode=mode)
+        seconds = time.perf_counter() - start
 
     report = prediction_report(mode, kp_set, [(image_name, persons)], seconds)
     rows = []
@@ -224,11 +230,13 @@ def check_image_size(image_path: str | Path, image_name: str) -> None:
     try:
         with Image.open(image_path) as header:  # reads the header only; the pixels are decoded by OpenCV
             width, height = header.size
+    except Image.DecompressionBombError:  # PIL's own, higher limit
+        width = height = MAX_IMAGE_PIXELS
     except (UnidentifiedImageError, OSError):
         return  # a format PIL does not know: OpenCV decodes it or says it is not an image
     if width * height > MAX_IMAGE_PIXELS:
-        raise ValueError(f"{image_name!r} is {width} x {height} pixels: at most {MAX_IMAGE_PIXELS // 10**6} "
-                         "megapixels are served; scale it down")
+        raise ValueError(f"{image_name!r} has more than {MAX_IMAGE_PIXELS // 10**6} megapixels, the most that "
+                         "is served: scale it down")
 
 
 def clip(text: str, limit: int = MAX_ECHO_CHARS) -> str:
