@@ -51,12 +51,13 @@ MAX_ECHO_CHARS = 300  # an error message quotes at most this much of what was se
 DISPLAY_SIZE = 512  # small images are scaled up to this longer side before drawing, so labels stay legible
 EXAMPLE_SEED = 7  # the bundled examples are rendered at startup, the same ones every time
 EXTRA_HEADERS = ["name", "description"]
+TABLE_HEADERS = ["person", "keypoint", "x", "y", "score", "answer"]
+
 logger = logging.getLogger("locllm.serve")
 # A Localizer answers one call at a time: concurrent calls on one model gave wrong answers (measured:
 # 8 threads, tests/reliability/test_serve.py). gradio's queue runs one request at a time; this lock keeps
 # other callers of localize_request (threads of another web framework) correct too.
 _ONE_REQUEST_AT_A_TIME = threading.Lock()
-TABLE_HEADERS = ["person", "keypoint", "x", "y", "score", "answer"]
 
 
 @dataclass
@@ -224,7 +225,7 @@ def localize_request(localizer: Localizer, image_path: str | Path | None, boxes_
 
 def check_image_size(image_path: str | Path, image_name: str) -> None:
     """Refuse a file too big to serve from its byte size and its header's width x height, before decoding."""
-    size = os.path.getsize(image_path)
+    size = os.path.getsize(image_path) if os.path.isfile(image_path) else 0  # a missing file: read_image_rgb says so
     if size > MAX_IMAGE_BYTES:
         raise ValueError(f"{image_name!r} has {size / 2**20:.0f} MB: at most {MAX_IMAGE_BYTES // 2**20} MB are served")
     try:
