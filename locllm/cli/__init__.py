@@ -7,6 +7,9 @@ import argparse
 import importlib
 import sys
 
+from .common import check_device
+from .errors import debug_requested, report_failure
+
 SUBCOMMANDS = {
     "synth": "Generate a SynthPose data set (rendered figures with exact keypoints)",
     "train": "Train LocLLM (stage 1 captions / stage 2 keypoints) from a YAML config",
@@ -21,6 +24,8 @@ SUBCOMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="locllm", description=__doc__.split("\n")[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of any failure (also: LOCLLM_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in SUBCOMMANDS.items():
         module = _module(name)
@@ -53,12 +58,11 @@ def _not_available(name: str):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "device", None):
+            check_device(args.device)
         return int(args.func(args) or 0)
-    except (FileNotFoundError, FileExistsError, PermissionError, ValueError, KeyError) as err:
-        # User errors end with one readable line, not a traceback.
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"locllm {args.command}: error: {message}", file=sys.stderr)
-        return 1
+    except (Exception, KeyboardInterrupt) as error:  # noqa: BLE001 - the policy re-raises what is a bug
+        return report_failure(args.command, error, debug_requested(args.debug))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..data.outputs import check_output_file, write_text_atomically
+
 
 def add_json_argument(parser) -> None:
     parser.add_argument("--json", metavar="PATH", help="also write the figures of this run to PATH as JSON")
@@ -13,9 +15,26 @@ def add_json_argument(parser) -> None:
 def write_json(path: str | None, payload: dict) -> None:
     if not path:
         return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=_to_builtin) + "\n")
+    # Serialized first, so a payload that cannot be written as JSON leaves no file; then atomically, so an
+    # interrupted or failed write leaves the earlier file, never half of one.
+    text = json.dumps(payload, indent=2, default=_to_builtin) + "\n"
+    write_text_atomically(check_output_file(path, "JSON output"), text)
+
+
+def check_device(name: str) -> None:
+    """Refuse, before any work, a ``--device`` that torch does not know or this machine does not have."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {name!r} is not a device: use cpu, cuda, cuda:1, mps, ...") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} usable CUDA devices "
+                         "(torch.cuda.is_available() is False or the index is too high): use --device cpu "
+                         "or another index")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {name}: MPS is not available on this machine: use --device cpu")
 
 
 def _to_builtin(value):

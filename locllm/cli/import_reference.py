@@ -31,6 +31,8 @@ def add_parser(parser) -> None:
     parser.add_argument("--merge", action="store_true", help="fold LoRA into the bases: a standalone model")
     parser.add_argument("--allow-unused", action="store_true",
                         help="import even when some reference tensors map to nothing (they are listed)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a non-empty OUT_DIR as a whole (e.g. an earlier import); refused without it")
     add_json_argument(parser)
 
 
@@ -46,6 +48,7 @@ def run(args) -> int:
         coordinate_ndim=args.coordinate_ndim,
         merge=args.merge,
         allow_unused=args.allow_unused,
+        overwrite=args.overwrite,
     )
     print(f"locllm import-reference: {args.src_dir} -> {args.out_dir}")
     for line in report.lines():

@@ -14,13 +14,14 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..data.images import ImageReadError, read_image_rgb
+from ..data.outputs import check_output_file
 from ..engine.boxes import image_key, parse_box, read_detection_boxes
 from ..engine.report import prediction_report, requested_keypoints
 from .common import add_json_argument, write_json
+from .predict_pictures import picture_targets, write_picture
 
 
 def add_parser(parser) -> None:
@@ -48,17 +49,28 @@ def run(args) -> int:
 
     images = [Path(p) for p in args.images]
     for path in images:
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a folder: give its image files, e.g. {path}/*.jpg")
         if not path.is_file():
             raise FileNotFoundError(f"image not found: {path}")
+    # Every output is checked before the model is loaded: a picture that cannot be written must not cost
+    # the answers (or the time) of a whole run.
+    pictures = picture_targets(images, args.out) if args.out else {}
+    if args.json:
+        check_output_file(args.json, "JSON output")
     detections = None
     if args.boxes and Path(args.boxes).suffix == ".json":
         detections = read_detection_boxes(args.boxes, args.score_threshold)
+        if not any(image_key(path, detections) for path in images):
+            raise ValueError(f"no detection in {args.boxes} (scored >= {args.score_threshold}) names any of the "
+                             f"{len(images)} images, by file_name or by image_id = the number in the file name "
+                             "(000000000139.jpg): nothing to ask")
     typed_box = parse_box(args.boxes) if args.boxes and detections is None else None
     localizer = Localizer.from_pretrained(args.checkpoint or demo_checkpoint(), device=args.device,
                                           detector=args.detector)
     kp_set, novel = requested_keypoints(args.keypoints, args.describe, localizer.keypoint_set)
 
-    report, errors, seconds = [], {}, 0.0
+    report, errors, seconds, unwritten = [], {}, 0.0, []
     # Images go to the localizer a group at a time, so persons of different images share batches
     # while only one group's pixels are held.
     for first in range(0, len(images), localizer.persons_per_batch):
@@ -74,6 +86,8 @@ def run(args) -> int:
             boxes = typed_box
             if detections is not None:
                 key = image_key(path, detections)
+                if key is None:
+                    print(f"{path.name}: no detection in {args.boxes} names this image", file=sys.stderr)
                 boxes = detections.get(key, np.zeros((0, 4))) if key else np.zeros((0, 4))
             group_boxes.append(boxes)
         start = time.perf_counter()
@@ -88,27 +102,15 @@ def run(args) -> int:
             for p in persons:
                 flag = f"  ({p.error})" if p.error else ""
                 print(f"{path.name}: person at {np.round(p.box, 1).tolist()} score {p.score:.3f}{flag}")
-            if args.out and picture is not None:
-                write_picture(picture, persons, kp_set, novel, Path(args.out), path, several=len(images) > 1)
+            if pictures and picture is not None:
+                failure = write_picture(picture, persons, kp_set, novel, pictures[path])
+                unwritten += [failure] if failure else []
     write_json(args.json, prediction_report(args.mode, kp_set, report, seconds, errors))
+    # Answers are all written above; what went wrong is said now, with a non-zero exit.
     if errors:
         raise ValueError(f"{len(errors)} of {len(images)} images could not be read (the others were answered)")
+    if unwritten:
+        raise OSError(f"{len(unwritten)} of {len(pictures)} pictures could not be written (the answers are "
+                      f"{'in ' + args.json if args.json else 'printed above'}): {unwritten[0]}")
     return 0
-
-
-def write_picture(picture, persons, kp_set, novel: list[bool], out: Path, path: Path, several: bool) -> None:
-    """The image with each person's skeleton; novel keypoints labelled by name."""
-    from ..viz import draw_keypoints
-
-    labels = [k.name if n else "" for k, n in zip(kp_set, novel, strict=True)]
-    for p in persons:
-        if p.error is None:
-            picture = draw_keypoints(picture, p.keypoints[:, :2], kp_set, scores=p.scores, visible=p.valid,
-                                     labels=labels)
-    if several:
-        out.mkdir(parents=True, exist_ok=True)
-        out = out / f"{path.stem}_keypoints.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(out), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
-    print(f"wrote {out}")
 

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from transformers import AutoModel, Dinov2Config
 
+from ..data.tensor_files import load_tensor_file
+
 _REFERENCE_BLOCK_KEYS = {
     "norm1": "norm1",
     "attn.proj": "attention.o_proj",
@@ -89,7 +91,7 @@ def reference_dinov2_config(state_dict: dict[str, torch.Tensor], patch_size: int
 def read_reference_dinov2(path: str | Path) -> dict[str, torch.Tensor]:
     """A reference DINOv2 ``.pth`` (loaded with ``weights_only=True``) without LoRA keys (a fine-tuned
     tower's file may have them)."""
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    state_dict = load_tensor_file(path)
     return {k: v for k, v in state_dict.items() if "lora_" not in k}
 
 

@@ -35,9 +35,10 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
+from ..data.outputs import check_output_folder, staged_folder
+from ..data.tensor_files import load_tensor_file
 from ..keypoints import load_reference_constants
 from ..models import BASE_WEIGHTS, CLIP_MEAN, CLIP_STD, LocLLMConfig, LocLLMForKeypointLocalization
 from ..models.vision import build_vision_tower
@@ -122,10 +123,8 @@ def weight_files(folder: Path) -> list[Path]:
 
 
 def _load_weight_file(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        return load_file(path)
     # mmap: a 7B state dict is paged in as it is used instead of read into memory at once.
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return load_tensor_file(path, mmap=True)
 
 
 def load_reference_state_dict(folder: str | Path) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -380,6 +379,7 @@ def import_reference_checkpoint(
     coordinate_ndim: int = 2,
     merge: bool = False,
     allow_unused: bool = False,
+    overwrite: bool = False,
 ) -> ImportReport:
     """Convert the reference checkpoint in ``src_dir`` into our checkpoint in ``out_dir``.
 
@@ -394,6 +394,9 @@ def import_reference_checkpoint(
         coordinate_ndim: 3 for the Human3.6M checkpoints, which answer (x, y, depth).
         merge: fold LoRA into the bases and write a standalone model.
         allow_unused: import even if some reference tensors map to nothing (they are reported).
+        overwrite: replace a non-empty ``out_dir`` as a whole (refused before any work without it). The
+            checkpoint is written into a temporary sibling folder and renamed into place when complete, so a
+            failed or interrupted import leaves nothing that loads, and a replaced one no stale file.
     """
     src, out = Path(src_dir), Path(out_dir)
     if not (src / "config.json").is_file():
@@ -401,7 +404,12 @@ def import_reference_checkpoint(
     for given in (dino, llm, tokenizer, descriptions):
         if given is not None and not Path(given).exists():
             raise FileNotFoundError(f"{given} does not exist")
-    ref = json.loads((src / "config.json").read_text())
+    check_output_folder(out, overwrite, "import-reference output folder")
+    try:
+        ref = json.loads((src / "config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{src / 'config.json'} is not valid JSON ({err}): not a reference checkpoint, or a "
+                         "damaged copy of one") from None
     state, source_files = load_reference_state_dict(src)
     tensors = split_reference_state_dict(state)
     dino_file = Path(dino) if dino else _existing(ref.get("dino_path"), src)
@@ -423,17 +431,17 @@ def import_reference_checkpoint(
     if file_state is not None:
         why_not = _name_vision_base(config, tensors.vision_base, file_state, dino_file)
         vision_base = f"{stored} ({why_not})" if why_not else f"named: {config.vision_model_name_or_path}"
-    model.save_pretrained(out, merge=merge)
     if merge:
         text_base = vision_base = f"merged with LoRA into {out / BASE_WEIGHTS}"
-
     tok = _import_tokenizer(Path(tokenizer) if tokenizer else src, config.image_token_id)
-    tok.save_pretrained(out)
-    num_descriptions = None
-    if descriptions is not None:
-        table = load_reference_constants(descriptions)["descriptions"]
-        (out / DESCRIPTIONS_FILE).write_text(json.dumps(table, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        num_descriptions = len(table)
+    table = load_reference_constants(descriptions)["descriptions"] if descriptions is not None else None
+    with staged_folder(out) as staging:
+        model.save_pretrained(staging, merge=merge)
+        tok.save_pretrained(staging)
+        if table is not None:
+            (staging / DESCRIPTIONS_FILE).write_text(json.dumps(table, indent=2, ensure_ascii=False) + "\n",
+                                                     encoding="utf-8")
+    num_descriptions = len(table) if table is not None else None
     return ImportReport(
         source_files=source_files,
         num_tensors=len(state),

@@ -142,11 +142,19 @@ class Localizer:
         ``checkpoint`` and ``detector`` are folders or Hugging Face Hub repo ids (``detector`` may also be a
         loaded detector, see the class)."""
         folder = resolve_pretrained(checkpoint)
-        kind = strategy(AutoConfig.from_pretrained(folder).model_type)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"{folder} is not a checkpoint folder (no config.json)")
+        try:
+            kind = strategy(AutoConfig.from_pretrained(folder).model_type)
+        except ValueError as err:  # a foreign or unknown model_type
+            raise ValueError(f"{folder / 'config.json'}: {err}") from None
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model = AutoModel.from_pretrained(folder, dtype=dtype, device=device)
         descriptions_file = folder / "descriptions.json"
-        descriptions = json.loads(descriptions_file.read_text()) if descriptions_file.is_file() else None
+        try:
+            descriptions = json.loads(descriptions_file.read_text()) if descriptions_file.is_file() else None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{descriptions_file} is not valid JSON ({err}): fix or remove it") from None
         if isinstance(detector, (str, Path)):
             detector = PersonDetector.from_pretrained(detector, device=device)
         return cls(model, kind.processor_class.from_pretrained(folder), kind.answerer_class(), descriptions,

@@ -20,9 +20,11 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
+
+from ..data.tensor_files import load_tensor_file
 
 TRAINED_WEIGHTS = "trained.safetensors"
 BASE_WEIGHTS = "base.safetensors"
@@ -37,7 +39,11 @@ def read_checkpoint_config(folder: str | Path, config_class: type[PretrainedConf
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} is not a {config_class.model_type} checkpoint (no config.json)")
-    config = config_class.from_pretrained(folder)
+    try:
+        config = config_class.from_pretrained(folder)
+    except (OSError, ValueError, TypeError) as err:  # malformed JSON, or fields of another model
+        raise ValueError(f"{folder / 'config.json'} is not a readable {config_class.model_type} config "
+                         f"({str(err).strip().splitlines()[0]}): re-save or re-download the checkpoint") from None
     if config.model_type != config_class.model_type:
         raise ValueError(f"{folder}: config model_type is {config.model_type!r}, expected {config_class.model_type!r}")
     return config
@@ -49,7 +55,7 @@ def read_checkpoint_tensors(folder: str | Path) -> dict[str, torch.Tensor]:
     state = {}
     for name in (BASE_WEIGHTS, TRAINED_WEIGHTS):
         if (Path(folder) / name).is_file():
-            state.update(load_file(Path(folder) / name))
+            state.update(load_tensor_file(Path(folder) / name))
     return state
 
 
@@ -237,6 +243,9 @@ class PreTrainedModelOnBases(PreTrainedModel):
         trained_missing = [k for k in missing if k in trained]
         base_missing = [k for k in missing if k not in trained and not k.startswith(restored)
                         and not any(p.search(k) for p in ignored)]
+        if trained_missing and not (folder / TRAINED_WEIGHTS).is_file():
+            raise FileNotFoundError(f"{folder} has no {TRAINED_WEIGHTS}: not a complete checkpoint (an interrupted "
+                                    "copy?); copy or re-save it whole")
         if unexpected or trained_missing or base_missing:
             raise KeyError(
                 f"{folder}: checkpoint does not match the model: unexpected {unexpected[:5]}, "

@@ -18,7 +18,11 @@ The same endpoint serves as a local REST service::
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -26,6 +30,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from ..data.images import ImageReadError, read_image_rgb
 from ..data.synth import render_scene
@@ -38,10 +43,21 @@ from ..viz import draw_keypoints
 MAX_PERSONS = 20  # one request holds the server (a single model) for every other user meanwhile
 MAX_EXTRA_KEYPOINTS = 20
 MAX_NAME_CHARS = 80  # a keypoint's name is a few words; its description carries the detail
+MAX_EXTRA_ROWS = 100  # rows read from the table (empty ones included) before any is looked at
+MAX_TEXT_CHARS = 4000  # the boxes and keypoint-set fields: 20 boxes or a few dozen names
+MAX_IMAGE_BYTES = 25 * 2**20  # as launch's max_file_size; also for callers of localize_request
+MAX_IMAGE_PIXELS = 50_000_000  # checked from the header before decoding: a small file can decode to gigabytes
+MAX_ECHO_CHARS = 300  # an error message quotes at most this much of what was sent
 DISPLAY_SIZE = 512  # small images are scaled up to this longer side before drawing, so labels stay legible
 EXAMPLE_SEED = 7  # the bundled examples are rendered at startup, the same ones every time
 EXTRA_HEADERS = ["name", "description"]
 TABLE_HEADERS = ["person", "keypoint", "x", "y", "score", "answer"]
+
+logger = logging.getLogger("locllm.serve")
+# A Localizer answers one call at a time: concurrent calls on one model gave wrong answers (measured:
+# 8 threads, tests/reliability/test_serve.py). gradio's queue runs one request at a time; this lock keeps
+# other callers of localize_request (threads of another web framework) correct too.
+_ONE_REQUEST_AT_A_TIME = threading.Lock()
 
 
 @dataclass
@@ -85,6 +101,8 @@ def described_keypoints(rows, asked: KeypointSet,
     """
     taken = {normalize_name(name) for name in asked.names}
     specs = []
+    if len(rows or []) > MAX_EXTRA_ROWS:
+        raise ValueError(f"{len(rows)} rows of extra keypoints: at most {MAX_EXTRA_ROWS} are read per request")
     for number, row in enumerate(rows or [], 1):
         name, description = (str(cell if cell is not None else "").strip() for cell in [*row, "", ""][:2])
         if not name and not description:
@@ -135,6 +153,22 @@ def draw_persons(pixels: np.ndarray, persons: list, kp_set: KeypointSet, novel: 
     return picture
 
 
+def _refusals_bounded_and_logged(handler):
+    """A request's ``ValueError`` (the sender's mistake) comes out as one clipped line and is logged as one."""
+
+    @functools.wraps(handler)
+    def checked(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except ValueError as err:
+            message = clip(" ".join(str(err).split()), 2 * MAX_ECHO_CHARS)
+            logger.warning("refused request: %s", message)
+            raise ValueError(message) from None
+
+    return checked
+
+
+@_refusals_bounded_and_logged
 def localize_request(localizer: Localizer, image_path: str | Path | None, boxes_text: str | None = "",
                      keypoint_set: str = "coco", extra_rows=None, mode: str = "fast",
                      image_name: str | None = None) -> LocalizeResult:
@@ -154,7 +188,11 @@ def localize_request(localizer: Localizer, image_path: str | Path | None, boxes_
     """
     if not image_path:
         raise ValueError("no image: upload one, or pick a bundled SynthPose example")
-    image_name = image_name or Path(image_path).name
+    image_name = clip(image_name or Path(image_path).name)
+    for field, text in (("person boxes", boxes_text), ("keypoint set", keypoint_set)):
+        if len(text or "") > MAX_TEXT_CHARS:
+            raise ValueError(f"the {field} field holds {len(text)} characters: at most {MAX_TEXT_CHARS} are served")
+    check_image_size(image_path, image_name)
     try:
         pixels = read_image_rgb(image_path)  # as `locllm predict` reads it, so both see the same pixels
     except ImageReadError:
@@ -166,9 +204,10 @@ def localize_request(localizer: Localizer, image_path: str | Path | None, boxes_
     except KeyError as err:
         raise ValueError(err.args[0]) from None
 
-    start = time.perf_counter()
-    persons = localizer.localize(pixels, boxes, kp_set, mode=mode)
-    seconds = time.perf_counter() - start
+    with _ONE_REQUEST_AT_A_TIME:
+        start = time.perf_counter()
+        persons = localizer.localize(pixels, boxes, kp_set, mode=mode)
+        seconds = time.perf_counter() - start
 
     report = prediction_report(mode, kp_set, [(image_name, persons)], seconds)
     rows = []
@@ -182,6 +221,28 @@ def localize_request(localizer: Localizer, image_path: str | Path | None, boxes_
     if problems:
         status += ". No answer for " + "; ".join(problems)
     return LocalizeResult(draw_persons(pixels, persons, kp_set, novel), rows, report, status)
+
+
+def check_image_size(image_path: str | Path, image_name: str) -> None:
+    """Refuse a file too big to serve from its byte size and its header's width x height, before decoding."""
+    size = os.path.getsize(image_path) if os.path.isfile(image_path) else 0  # a missing file: read_image_rgb says so
+    if size > MAX_IMAGE_BYTES:
+        raise ValueError(f"{image_name!r} has {size / 2**20:.0f} MB: at most {MAX_IMAGE_BYTES // 2**20} MB are served")
+    try:
+        with Image.open(image_path) as header:  # reads the header only; the pixels are decoded by OpenCV
+            width, height = header.size
+    except Image.DecompressionBombError:  # PIL's own, higher limit
+        width = height = MAX_IMAGE_PIXELS
+    except (UnidentifiedImageError, OSError):
+        return  # a format PIL does not know: OpenCV decodes it or says it is not an image
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ValueError(f"{image_name!r} has more than {MAX_IMAGE_PIXELS // 10**6} megapixels, the most that "
+                         "is served: scale it down")
+
+
+def clip(text: str, limit: int = MAX_ECHO_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, so that a message never repeats an unbounded input."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def render_examples(seed: int = EXAMPLE_SEED) -> dict[str, tuple[np.ndarray, str]]:
@@ -238,8 +299,8 @@ def build_app(localizer: Localizer, examples: dict[str, tuple[np.ndarray, str]] 
         try:
             result = localize_request(localizer, image_path, boxes, keypoint_set, (extra or {}).get("data"),
                                       mode, image_name)
-        except ValueError as err:
-            raise gr.Error(str(err), duration=None) from None
+        except ValueError as err:  # already logged in one line: no traceback for a user's error
+            raise gr.Error(str(err), duration=None, print_exception=False) from None
         return result.picture, result.rows, json.dumps(result.report, indent=2), result.status
 
     with gr.Blocks(title="LocLLM keypoints", analytics_enabled=False) as app:

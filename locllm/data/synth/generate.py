@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ...viz import draw_keypoints
+from ..outputs import check_output_folder, staged_folder, write_atomically
 from .render import MAX_PERSONS, get_difficulty, render_scene
 from .writers import coco_self_check, get_writer
 
@@ -101,14 +101,9 @@ def generate_synthpose(
     start = time.perf_counter()
     out_dir = Path(out_dir)
     _check_targets(out_dir, contact_sheet, overwrite)
-    target = out_dir.resolve()  # a name to put the temporary sibling next to, also for "."
-    staging = target.with_name(f".{target.name}.partial-{os.getpid()}")
-    try:
+    with staged_folder(out_dir) as staging:
         summary, results = _write_data_set(staging, out_dir, writer, num_images, seed, size, persons, fmt,
                                            val_fraction, difficulty, workers, progress)
-        _move_into_place(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     if contact_sheet is not None:
         summary["contact_sheet"] = str(_write_contact_sheet(Path(contact_sheet), out_dir / "images", writer,
                                                             results[:16]))
@@ -118,26 +113,9 @@ def generate_synthpose(
 
 def _check_targets(out_dir: Path, contact_sheet: str | Path | None, overwrite: bool) -> None:
     """Refuse, before any work, a target that would be overwritten without ``overwrite`` or cannot be written."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FileExistsError(f"the SynthPose output {out_dir} is a file, not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"the SynthPose output folder {out_dir} is not empty (an earlier data set?): choose "
-                              "another one, or replace it as a whole with --overwrite")
+    check_output_folder(out_dir, overwrite, "SynthPose output folder")
     if contact_sheet is not None and Path(contact_sheet).exists() and not overwrite:
         raise FileExistsError(f"the contact sheet {contact_sheet} exists: choose another path, or --overwrite")
-    parent = out_dir.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(parent, os.W_OK):
-        raise PermissionError(f"cannot write the data set: {parent} is not writable")
-
-
-def _move_into_place(staging: Path, out_dir: Path) -> None:
-    """Rename the complete data set to ``out_dir``; an earlier one there is removed only after that."""
-    earlier = out_dir.with_name(f".{out_dir.name}.replaced-{os.getpid()}")
-    if out_dir.exists():
-        out_dir.rename(earlier)
-    staging.rename(out_dir)
-    shutil.rmtree(earlier, ignore_errors=True)
 
 
 def _write_data_set(folder: Path, out_dir: Path, writer, num_images: int, seed: int, size: int,
@@ -225,5 +203,4 @@ def _write_contact_sheet(path: Path, image_dir: Path, writer, results) -> Path:
     ok, encoded = cv2.imencode(".png", sheet[..., ::-1])
     if not ok:
         raise RuntimeError(f"OpenCV could not encode the contact sheet {path}")
-    path.write_bytes(encoded.tobytes())
-    return path
+    return write_atomically(path, lambda temporary: temporary.write_bytes(encoded.tobytes()))
