@@ -155,12 +155,14 @@ class FixedBoxes:
 
 
 class KeypointTracker:
-    """Person ids across frames: a detection continues the person of the frame before whose box (around its
-    keypoints) it overlaps most (one-to-one, IoU >= ``MATCH_IOU``); others start new ids. Between
-    detections each person is followed by the box around its own keypoints, until it has none."""
+    """Person ids across frames: a detection continues the person of the frame before that it overlaps most
+    (one-to-one, IoU >= ``MATCH_IOU`` with the box that person was asked in or the box around its keypoints,
+    whichever overlaps more); others start new ids. Between detections each person is followed by the box
+    around its own keypoints, until it has none."""
 
     def __init__(self):
         self.boxes = np.zeros((0, 4))  # (T, 4) where each followed person is expected in the next frame
+        self.asked = np.zeros((0, 4))  # (T, 4) the boxes they were asked in
         self.ids: list[int] = []
         self.next_id = 0
 
@@ -168,7 +170,7 @@ class KeypointTracker:
         """An id for each detected box (D, 4)."""
         ids = [-1] * len(detections)
         if len(detections) and len(self.boxes):
-            iou = box_iou(detections, self.boxes)
+            iou = np.maximum(box_iou(detections, self.boxes), box_iou(detections, self.asked))
             for d, t in zip(*linear_sum_assignment(iou, maximize=True), strict=True):
                 if iou[d, t] >= MATCH_IOU:
                     ids[d] = self.ids[t]
@@ -179,10 +181,11 @@ class KeypointTracker:
 
     def follow(self, ids: list[int], persons: list[PersonKeypoints], width: int, height: int) -> None:
         """Remember where the answered persons will be looked for next; one without keypoints is lost."""
-        boxes = [(track, keypoint_box(p, width, height)) for track, p in zip(ids, persons, strict=True)]
-        kept = [(track, box) for track, box in boxes if box is not None]
-        self.ids = [track for track, _ in kept]
-        self.boxes = np.array([box for _, box in kept]).reshape(-1, 4)
+        boxes = [(track, keypoint_box(p, width, height), p.box) for track, p in zip(ids, persons, strict=True)]
+        kept = [(track, box, asked) for track, box, asked in boxes if box is not None]
+        self.ids = [track for track, _, _ in kept]
+        self.boxes = np.array([box for _, box, _ in kept]).reshape(-1, 4)
+        self.asked = np.array([asked for _, _, asked in kept]).reshape(-1, 4)
 
 
 def draw_frame(pixels: np.ndarray, ids: list[int], persons: list[PersonKeypoints], kp_set: KeypointSet) -> np.ndarray:

@@ -179,6 +179,8 @@ def test_keypoint_box_and_matching():
     tracker = KeypointTracker()
     assert tracker.match(np.array([[0, 0, 10, 10], [50, 50, 10, 10]])) == [0, 1]
     tracker.ids, tracker.boxes = [0, 1], np.array([[0, 0, 10, 10], [50, 50, 10, 10]], dtype=float)
+    tracker.asked = np.array([[0, 0, 10, 10], [0, 80, 10, 10]], dtype=float)
     assert tracker.match(np.array([[52, 51, 10, 10], [90, 90, 5, 5], [1, 1, 10, 10]])) == [1, 2, 0]
+    assert tracker.match(np.array([[1, 80, 10, 10]])) == [1]  # keypoints astray: the box it was asked in
     boxes, scores = FixedBoxes().detect(np.zeros((48, 64, 3), np.uint8))
     assert boxes.tolist() == [[0, 0, 64, 48]] and scores.tolist() == [1.0]
