@@ -184,3 +184,21 @@ def test_keypoint_box_and_matching():
     assert tracker.match(np.array([[1, 80, 10, 10]])) == [1]  # keypoints astray: the box it was asked in
     boxes, scores = FixedBoxes().detect(np.zeros((48, 64, 3), np.uint8))
     assert boxes.tolist() == [[0, 0, 64, 48]] and scores.tolist() == [1.0]
+
+
+def test_predict_a_video_with_the_localizers_detector(scene, clip, tmp_path, monkeypatch):
+    """``Localizer.from_pretrained(..., detector=PATH)`` gives a localizer with ``detector`` and ``detect``;
+    ``locllm predict`` on a video then finds the persons with it, unless boxes are typed."""
+    own = Localizer.from_pretrained(demo_checkpoint(), device="cpu")
+    detector = FakeDetector(decoded(clip), scene[1])
+    own.detector, own.detect = detector, detector.detect
+    monkeypatch.setattr(Localizer, "from_pretrained", classmethod(lambda cls, *args, **kwargs: own))
+    jsonl = tmp_path / "frames.jsonl"
+    assert main(["predict", str(clip), "--out", str(tmp_path / "a.avi"), "--json", str(jsonl)]) == 0
+    expected = tmp_path / "expected.jsonl"
+    localize_video(own, clip, None, expected, detector=FakeDetector(decoded(clip), scene[1]), progress=False)
+    assert read_lines(jsonl) == read_lines(expected) and detector.calls == list(range(FRAMES))
+    assert main(["predict", str(clip), "--boxes", "1,2,30,40", "--out", str(tmp_path / "b.avi"),
+                 "--json", str(jsonl)]) == 0
+    assert detector.calls == list(range(FRAMES))  # typed boxes win: the detector was not asked again
+    assert read_lines(jsonl)[0]["persons"][0]["box"] == [1.0, 2.0, 30.0, 40.0]
