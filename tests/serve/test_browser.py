@@ -259,7 +259,7 @@ def detector_server(scene):
     from locllm.engine import Localizer
     from locllm.serve import build_app
 
-    from .test_detect_persons import FakeDetector, with_detector
+    from .test_app import FakeDetector, with_detector
 
     with tempfile.TemporaryDirectory() as folder:
         found = [[float(v) for v in line.split(",")] for line in scene[1].splitlines()]
