@@ -279,6 +279,7 @@ def localize_video(localizer: Localizer, video: str | Path, out_video: str | Pat
                 flush()
         flush()
     finally:
+        frames.close()  # releases the capture also when the loop stops early
         bar.close()
         if lines:
             lines.close()
