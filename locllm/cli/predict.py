@@ -4,6 +4,7 @@
     locllm predict val/*.jpg --boxes detections.json --score-threshold 0.5 --json predictions.json
     locllm predict photo.jpg --checkpoint runs/my-keypoints/checkpoints/step-0000600 --keypoints "left toe,head top"
     locllm predict group.jpg --detector PekingU/rtdetr_r50vd --out vis.png     # every person the detector finds
+    locllm predict clip.mp4 --detect-every 5 --out clip_keypoints.mp4 --json clip_keypoints.jsonl   # a video
 
 A checkpoint trained on keypoints of your own (``descriptions.json`` in its folder) is asked them by name alone.
 """
@@ -20,12 +21,13 @@ from ..data.images import ImageReadError, read_image_rgb
 from ..data.outputs import check_output_file
 from ..engine.boxes import image_key, parse_box, read_detection_boxes
 from ..engine.report import prediction_report, requested_keypoints
+from ..engine.video import is_video
 from .common import add_json_argument, write_json
 from .predict_pictures import picture_targets, write_picture
 
 
 def add_parser(parser) -> None:
-    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument("images", nargs="+", help="image files, or one video (mp4, avi, ...)")
     parser.add_argument("--checkpoint", help="a LocLLM checkpoint folder (default: the shipped demo checkpoint)")
     parser.add_argument("--boxes", help="'x,y,w,h' for every image, or a COCO detection-results JSON; "
                                         "default: the persons --detector finds, else the whole image is one person")
@@ -39,7 +41,10 @@ def add_parser(parser) -> None:
                         help="ask also for a keypoint given by its description (repeatable)")
     parser.add_argument("--mode", choices=("fast", "reference"), default="fast")
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
-    parser.add_argument("--out", help="write the annotated picture here (with several images: a folder)")
+    parser.add_argument("--out", help="write the annotated picture here (with several images: a folder; "
+                                      "a video: the annotated video, default VIDEO_keypoints.mp4)")
+    parser.add_argument("--detect-every", type=int, default=1, metavar="N",
+                        help="a video: find persons every N-th frame; between, follow each by its keypoints")
     add_json_argument(parser)
 
 
@@ -48,6 +53,8 @@ def run(args) -> int:
     from ..engine.demo import demo_checkpoint
 
     images = [Path(p) for p in args.images]
+    if any(is_video(path) for path in images):
+        return predict_video(args, images)
     for path in images:
         if path.is_dir():
             raise IsADirectoryError(f"{path} is a folder: give its image files, e.g. {path}/*.jpg")
@@ -114,3 +121,32 @@ def run(args) -> int:
                       f"{'in ' + args.json if args.json else 'printed above'}): {unwritten[0]}")
     return 0
 
+
+def predict_video(args, paths: list[Path]) -> int:
+    """One video -> an annotated video (``--out``) and one JSON line per frame (``--json``, default beside
+    the video's output); persons by the localizer's detector if it has one, else ``--boxes`` or the whole frame."""
+    from ..engine import Localizer
+    from ..engine.demo import demo_checkpoint
+    from ..engine.video import FixedBoxes, localize_video
+
+    if len(paths) != 1:
+        raise ValueError("give one video at a time (or only images)")
+    if not paths[0].is_file():
+        raise FileNotFoundError(f"video not found: {paths[0]}")
+    out = Path(args.out or f"{paths[0].stem}_keypoints.mp4")
+    jsonl = Path(args.json or out.with_suffix(".jsonl"))
+    check_output_file(out, "video output")
+    check_output_file(jsonl, "JSON lines output")
+    localizer = Localizer.from_pretrained(args.checkpoint or demo_checkpoint(), device=args.device,
+                                          detector=args.detector)
+    kp_set, _ = requested_keypoints(args.keypoints, args.describe, localizer.keypoint_set)
+    detector = localizer if localizer.detector is not None else None
+    if args.boxes:  # typed boxes win over a detector, as for images
+        detector = FixedBoxes(parse_box(args.boxes))
+    summary = localize_video(localizer, paths[0], out, jsonl, kp_set, args.mode, detector, args.detect_every)
+    print(f"{paths[0].name}: {summary.frames} frames, {summary.persons} persons, {summary.tracks} ids, "
+          f"{summary.ms_per_frame:.1f} ms per frame; wrote {out} and {jsonl}")
+    if summary.skipped:
+        print(f"{paths[0].name}: {summary.skipped} frames could not be decoded (skipped; the others written)",
+              file=sys.stderr)
+    return 0

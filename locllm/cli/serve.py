@@ -17,6 +17,7 @@ def add_parser(parser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
+    parser.add_argument("--detector", help="a person detector (folder or Hub id): the page offers 'detect persons'")
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads (default: torch's choice; 1 on a small or busy machine)")
 
@@ -37,7 +38,8 @@ def run(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    localizer = Localizer.from_pretrained(args.checkpoint or demo_checkpoint(), device=args.device)
+    localizer = Localizer.from_pretrained(args.checkpoint or demo_checkpoint(), device=args.device,
+                                          detector=args.detector)
     app = build_app(localizer)
     # max_file_size: the page refuses bigger uploads with a message, before they reach the model
     app.launch(server_name=args.host, server_port=args.port, theme=offline_theme(), ssr_mode=False,

@@ -39,6 +39,7 @@ from ..engine.localizer import MODES, Localizer
 from ..engine.report import prediction_report, requested_keypoints
 from ..keypoints import KEYPOINT_SETS, KeypointSet, normalize_name, resolve_keypoints
 from ..viz import draw_keypoints
+from .box_drawing import BOX_DRAWING_JS
 
 MAX_PERSONS = 20  # one request holds the server (a single model) for every other user meanwhile
 MAX_EXTRA_KEYPOINTS = 20
@@ -171,7 +172,7 @@ def _refusals_bounded_and_logged(handler):
 @_refusals_bounded_and_logged
 def localize_request(localizer: Localizer, image_path: str | Path | None, boxes_text: str | None = "",
                      keypoint_set: str = "coco", extra_rows=None, mode: str = "fast",
-                     image_name: str | None = None) -> LocalizeResult:
+                     image_name: str | None = None, detect: bool = False) -> LocalizeResult:
     """One request of the page or the API, checked and answered.
 
     Args:
@@ -182,6 +183,7 @@ def localize_request(localizer: Localizer, image_path: str | Path | None, boxes_
         extra_rows: ``[name, description]`` rows, as ``--describe name=description``.
         mode: ``"fast"`` or ``"reference"`` decoding.
         image_name: what the report calls the image (default: the file's name).
+        detect: find the persons with the localizer's detector (``boxes_text`` is then not used).
 
     Raises:
         ValueError: the input cannot be served; the message says why, for the person who sent it.
@@ -197,7 +199,7 @@ def localize_request(localizer: Localizer, image_path: str | Path | None, boxes_
         pixels = read_image_rgb(image_path)  # as `locllm predict` reads it, so both see the same pixels
     except ImageReadError:
         raise ValueError(f"{image_name!r} is not an image that can be read (PNG, JPEG, BMP, TIFF, WebP...)") from None
-    boxes = parse_boxes(boxes_text)
+    boxes = detect_persons(localizer, pixels) if detect else parse_boxes(boxes_text)
     try:
         extras = described_keypoints(extra_rows, localizer.keypoint_set(keypoint_set), localizer.keypoint_set)
         kp_set, novel = requested_keypoints(keypoint_set, extras, localizer.keypoint_set)
@@ -216,7 +218,7 @@ def localize_request(localizer: Localizer, image_path: str | Path | None, boxes_
             x, y = answer["xy"][:2] if answer["xy"] else (None, None)
             rows.append([number, name, x, y, answer["score"], answer["answer"]])
     status = (f"{len(persons)} person{'s' if len(persons) != 1 else ''}, {len(kp_set)} keypoints, "
-              f"{report['ms_per_person']:.1f} ms per person ({mode} decoding)")
+              f"{report['ms_per_person']:.1f} ms per person ({mode} decoding)") if persons else "no person found"
     problems = [f"person {number}: {person.error}" for number, person in enumerate(persons, 1) if person.error]
     if problems:
         status += ". No answer for " + "; ".join(problems)
@@ -243,6 +245,16 @@ def check_image_size(image_path: str | Path, image_name: str) -> None:
 def clip(text: str, limit: int = MAX_ECHO_CHARS) -> str:
     """``text`` cut to ``limit`` characters, so that a message never repeats an unbounded input."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def detect_persons(localizer: Localizer, pixels: np.ndarray) -> np.ndarray:
+    """The persons the localizer's detector finds: (B, 4) boxes x, y, w, h, the ``MAX_PERSONS`` surest."""
+    if localizer.detector is None:
+        raise ValueError("this server has no person detector: type or draw the boxes "
+                         "(or start it with locllm serve --detector PATH)")
+    boxes, scores = localizer.detect(pixels)
+    surest = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:MAX_PERSONS]
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)[surest]
 
 
 def render_examples(seed: int = EXAMPLE_SEED) -> dict[str, tuple[np.ndarray, str]]:
@@ -283,6 +295,7 @@ def build_app(localizer: Localizer, examples: dict[str, tuple[np.ndarray, str]] 
 
     examples = render_examples() if examples is None else examples
     set_choices = keypoint_set_choices(localizer)
+    has_detector = localizer.detector is not None
 
     def load_example(label: str | None):
         return examples[label] if label in examples else (gr.skip(), gr.skip())
@@ -293,12 +306,13 @@ def build_app(localizer: Localizer, examples: dict[str, tuple[np.ndarray, str]] 
     # preprocess=False: the handler gets the upload's file as it arrived (gradio has already checked that
     # it is one of its uploads) and decodes it itself, so a file that is not an image gets a readable
     # message, and the pixels are those `locllm predict` reads from the same file.
-    def on_localize(image: dict | None, boxes: str, keypoint_set: str, extra: dict | None, mode: str):
+    def on_localize(image: dict | None, boxes: str, keypoint_set: str, extra: dict | None, mode: str,
+                    detect: bool = False):
         image_path = image.get("path") if image else None
         image_name = (image.get("orig_name") or None) if image else None
         try:
             result = localize_request(localizer, image_path, boxes, keypoint_set, (extra or {}).get("data"),
-                                      mode, image_name)
+                                      mode, image_name, detect)
         except ValueError as err:  # already logged in one line: no traceback for a user's error
             raise gr.Error(str(err), duration=None, print_exception=False) from None
         return result.picture, result.rows, json.dumps(result.report, indent=2), result.status
@@ -317,8 +331,12 @@ def build_app(localizer: Localizer, examples: dict[str, tuple[np.ndarray, str]] 
                 example = gr.Dropdown(choices=list(examples), value=None, label="... or a bundled SynthPose example",
                                       elem_id="example")
                 boxes = gr.Textbox(label="Person boxes", lines=3, elem_id="boxes",
-                                   info="x,y,w,h in pixels, one person per line; empty: the whole image is one person",
+                                   info="x,y,w,h in pixels, one person per line, typed or drawn by dragging on "
+                                        "the image; empty: the whole image is one person",
                                    placeholder="40,30,120,260")
+                # Only a server with a detector offers it, so that the API of one without stays as it was.
+                detect = [gr.Checkbox(label="Detect persons (the person boxes above are then not used)",
+                                      value=False, elem_id="detect")] if has_detector else []
                 keypoint_set = gr.Dropdown(choices=set_choices, value="coco", label="Keypoint set",
                                            elem_id="keypoint-set")
                 extra = gr.Dataframe(value=[["", ""]], headers=EXTRA_HEADERS, datatype="str", type="array",
@@ -340,6 +358,8 @@ def build_app(localizer: Localizer, examples: dict[str, tuple[np.ndarray, str]] 
         example.change(load_example, inputs=example, outputs=[image, boxes], api_visibility="private")
         run.click(clear_outputs, outputs=[picture, table, report, status], queue=False,
                   api_visibility="private").then(
-            on_localize, inputs=[image, boxes, keypoint_set, extra, mode], outputs=[picture, table, report, status],
+            on_localize, inputs=[image, boxes, keypoint_set, extra, mode, *detect],
+            outputs=[picture, table, report, status],
             api_name="localize", preprocess=False)
+        app.load(None, js=BOX_DRAWING_JS, api_visibility="private")
     return app

@@ -12,7 +12,9 @@ from locllm.engine import Localizer
 from locllm.keypoints import COCO_KEYPOINTS
 from locllm.serve.app import (
     DISPLAY_SIZE,
+    MAX_PERSONS,
     TABLE_HEADERS,
+    build_app,
     keypoint_set_choices,
     localize_request,
     parse_boxes,
@@ -173,3 +175,62 @@ def test_api_endpoint_with_gradio_client(localizer, scene, tmp_path):
         assert json.loads(after_error)["persons"] == 1  # the server keeps serving
     finally:
         app.close()
+
+
+# The "detect persons" choice, with a fake detector that finds known boxes.
+
+class FakeDetector:
+    """Finds ``boxes`` (N, 4) with ``scores`` (N,) in any image."""
+
+    def __init__(self, boxes, scores=None):
+        self.boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        self.scores = np.ones(len(self.boxes)) if scores is None else np.asarray(scores, dtype=np.float64)
+
+    def detect(self, image):
+        return self.boxes, self.scores
+
+
+def with_detector(localizer: Localizer, detector: FakeDetector) -> Localizer:
+    """The localizer as ``Localizer.from_pretrained(..., detector=PATH)`` gives it: ``detector`` and ``detect``."""
+    localizer.detector, localizer.detect = detector, detector.detect
+    return localizer
+
+
+@pytest.fixture
+def bare_localizer(checkpoint):
+    """A localizer of its own, which a test may give a detector."""
+    return Localizer.from_pretrained(checkpoint, device="cpu")
+
+
+def test_detected_persons_equal_typed_boxes(bare_localizer, scene):
+    path, boxes = scene
+    typed = localize_request(bare_localizer, path, boxes)
+    found = np.array([[float(v) for v in line.split(",")] for line in boxes.splitlines()])
+    detected = localize_request(with_detector(bare_localizer, FakeDetector(found[::-1], [0.5, 0.9])), path,
+                                "1,1,5,5", detect=True)  # the typed box is not used; the surer first
+    assert detected.report == {**typed.report, "ms_per_person": detected.report["ms_per_person"]}
+    assert detected.status.startswith("2 persons")
+
+
+def test_nobody_found_is_a_result_not_a_crash(bare_localizer, scene):
+    result = localize_request(with_detector(bare_localizer, FakeDetector(np.zeros((0, 4)))), scene[0], "", detect=True)
+    assert result.status == "no person found" and result.rows == []
+    assert result.report["persons"] == 0 and result.report["images"][0]["persons"] == []
+    assert result.picture.ndim == 3
+
+
+def test_at_most_max_persons_are_asked(bare_localizer, scene):
+    many = FakeDetector(np.tile([[10, 10, 40, 80]], (MAX_PERSONS + 5, 1)), np.linspace(0, 1, MAX_PERSONS + 5))
+    result = localize_request(with_detector(bare_localizer, many), scene[0], "", "nose", detect=True)
+    assert result.report["persons"] == MAX_PERSONS
+
+
+def test_without_a_detector_the_choice_is_refused_and_not_offered(bare_localizer, scene):
+    with pytest.raises(ValueError, match="no person detector"):
+        localize_request(bare_localizer, scene[0], "", detect=True)
+
+    def checkboxes(app):
+        return [c for c in app.config["components"] if c.get("props", {}).get("elem_id") == "detect"]
+
+    assert checkboxes(build_app(bare_localizer)) == []
+    assert len(checkboxes(build_app(with_detector(bare_localizer, FakeDetector([[0, 0, 9, 9]]))))) == 1

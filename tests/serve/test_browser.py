@@ -211,3 +211,76 @@ def test_bad_input_shows_an_error_and_the_next_request_works(server, browser, sc
     fill_in(browser, image, boxes, BELLY)
     shown = run_request(browser)
     assert shown["persons"] == 2 and shown["keypoints"][-1] == "belly button"
+
+
+def drag(driver, css: str, start: tuple[int, int], by: tuple[int, int]) -> None:
+    """Press at ``start`` (pixels from the element's centre), move by ``by`` in two steps, release."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    half = (by[0] // 2, by[1] // 2)
+    ActionChains(driver).move_to_element_with_offset(element(driver, css), *start).click_and_hold() \
+        .move_by_offset(*half).move_by_offset(by[0] - half[0], by[1] - half[1]).release().perform()
+
+
+def image_pixels_per_screen_pixel(driver) -> tuple[float, float]:
+    """(image width / 2, 1 / display scale) of the uploaded image: a drag's offset from the element's centre
+    maps to image pixel ``width / 2 + offset / scale`` (the picture is centred and scaled down to fit)."""
+    return tuple(driver.execute_script(
+        "const i = document.querySelector('#image img'), r = i.getBoundingClientRect();"
+        "const s = Math.min(1, r.width / i.naturalWidth, r.height / i.naturalHeight);"
+        "return [i.naturalWidth / 2, 1 / s];"))
+
+
+def test_a_box_dragged_on_the_image_is_typed_shown_and_asked(server, browser, scene):
+    from selenium.webdriver.common.by import By
+
+    url, _ = server
+    image, _ = scene
+    open_page(browser, url)
+    fill_in(browser, image, "", None)
+    center, per_pixel = image_pixels_per_screen_pixel(browser)
+    drag(browser, "#image img", (-100, -100), (50, 80))
+    box_field = element(browser, "#boxes textarea")
+    drawn = [float(v) for v in wait_for(browser, lambda d: box_field.get_attribute("value"), "the drawn box").split(",")]
+    expected = [center - 100 * per_pixel, center - 100 * per_pixel, 50 * per_pixel, 80 * per_pixel]
+    assert drawn == pytest.approx(expected, abs=1.01), (drawn, expected)
+
+    box_field.send_keys("\n150,60,60,150")  # typing stays possible, beside a drawn box
+    wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#box-overlay rect.person-box")) == 2,
+             "both boxes shown on the image")
+    shown = run_request(browser)
+    assert [p["box"] for p in shown["images"][0]["persons"]] == [drawn, [150.0, 60.0, 60.0, 150.0]]
+
+
+@pytest.fixture
+def detector_server(scene):
+    """A server in this process whose localizer has a fake detector that finds the scene's two persons:
+    (page URL, the boxes found)."""
+    from locllm.engine import Localizer
+    from locllm.serve import build_app
+
+    from .test_app import FakeDetector, with_detector
+
+    with tempfile.TemporaryDirectory() as folder:
+        found = [[float(v) for v in line.split(",")] for line in scene[1].splitlines()]
+        localizer = with_detector(Localizer.from_pretrained(tiny_checkpoint(Path(folder)), device="cpu"),
+                                  FakeDetector(found))
+        app = build_app(localizer)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, ssr_mode=False, quiet=True)
+        try:
+            yield app.local_url, found
+        finally:
+            app.close()
+
+
+def test_detect_persons_choice(detector_server, browser, scene):
+    url, found = detector_server
+    open_page(browser, url)
+    fill_in(browser, scene[0], "", None)
+    element(browser, "#detect input[type=checkbox]").click()
+    shown = run_request(browser)
+    assert [p["box"] for p in shown["images"][0]["persons"]] == found
+    assert "2 persons" in element(browser, "#status").text
