@@ -30,10 +30,15 @@ from .shared_prefix_attention import SharedPrefixLayout, shared_prefix_attention
 @dataclass
 class DecodedAnswers:
     """Per query: generated token ids (EOS excluded), per-value scores (Q, num_values), NaN where a
-    value was not written."""
+    value was not written. Grammar-constrained decoding also keeps, at every chosen step, the
+    distribution over that step's allowed tokens (``choice_probs``: one (Q, allowed) tensor per step, in
+    order) and the value the step writes (``choice_values``): what sub-digit decoding and confidences
+    read (:mod:`.refinement`)."""
 
     token_ids: list[list[int]]
     value_scores: torch.Tensor
+    choice_probs: tuple[torch.Tensor, ...] = ()
+    choice_values: tuple[int, ...] = ()
 
 
 @torch.no_grad()
@@ -218,6 +223,8 @@ class _Emitted:
         self.tokens: list[torch.Tensor] = []
         self.probs: list[torch.Tensor] = []
         self.values: list[int | None] = []
+        self.choice_probs: list[torch.Tensor] = []
+        self.choice_values: list[int] = []
 
     def force(self, item: GrammarItem, logits: torch.Tensor) -> None:
         token = torch.full((self.rows,), item.allowed[0], dtype=torch.long, device=self.device)
@@ -227,6 +234,8 @@ class _Emitted:
         allowed = torch.tensor(item.allowed, device=self.device)
         token = allowed[logits[:, allowed].argmax(dim=-1)]
         self._add(token, logits.softmax(-1).gather(1, token[:, None])[:, 0], item.value_index)
+        self.choice_probs.append(logits[:, allowed].softmax(-1).cpu())
+        self.choice_values.append(item.value_index)
         return token
 
     def append(self, item: GrammarItem) -> None:
@@ -245,7 +254,8 @@ class _Emitted:
             columns = [c for c, value in enumerate(self.values) if value == v]
             if columns:
                 scores[:, v] = probs[:, columns].mean(dim=1)
-        return DecodedAnswers(torch.stack(self.tokens, dim=1).tolist(), scores)
+        return DecodedAnswers(torch.stack(self.tokens, dim=1).tolist(), scores, tuple(self.choice_probs),
+                              tuple(self.choice_values))
 
 
 def _greedy(batch: _PackedPersons, logits: torch.Tensor, rows: int, eos_token_id: int, max_new_tokens: int,

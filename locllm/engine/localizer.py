@@ -29,7 +29,9 @@ from ..keypoints.sets import all_known_keypoints
 from ..models import LocLLMConfig
 from ..models.clip_baseline import CLIPBaselineConfig
 from ..models.processing_locllm import CLIPBaselineProcessor, LocLLMProcessor
+from .calibration import Calibration
 from .heatmap_answerer import HeatmapAnswerer
+from .refinement import DecodingOptions
 from .text_answerer import TextAnswerer
 
 MODES = ("fast", "reference")
@@ -102,15 +104,21 @@ class Localizer:
             model type's.
         descriptions: a checkpoint's own keypoint descriptions (see :meth:`keypoint_set`).
         persons_per_batch: persons answered together.
+        decoding: how fast mode reads a LocLLM answer (:class:`~.refinement.DecodingOptions`: ``decode``,
+            ``flip``, ``score``); default the answerer's (the paper's reading).
     """
 
     def __init__(self, model, processor: LocLLMProcessor | CLIPBaselineProcessor, answerer=None,
                  descriptions: dict[str, str] | None = None, device: str | torch.device = "cpu",
-                 persons_per_batch: int = 8):
+                 persons_per_batch: int = 8, decoding: DecodingOptions | None = None):
         self.model = model.eval()
         self.config = model.config
         self.processor = processor
         self.answerer = answerer if answerer is not None else strategy(model.config.model_type).answerer_class()
+        if decoding is not None:
+            if not isinstance(self.answerer, TextAnswerer):
+                raise ValueError(f"decoding options apply to LocLLM checkpoints, not {model.config.model_type}")
+            self.answerer.options = decoding
         self.device = torch.device(device)
         self.descriptions = descriptions or {}
         self.persons_per_batch = persons_per_batch
@@ -135,7 +143,10 @@ class Localizer:
         model = AutoModel.from_pretrained(folder, dtype=dtype, device=device)
         descriptions_file = folder / "descriptions.json"
         descriptions = json.loads(descriptions_file.read_text()) if descriptions_file.is_file() else None
-        return cls(model, kind.processor_class.from_pretrained(folder), kind.answerer_class(), descriptions,
+        answerer = kind.answerer_class()
+        if isinstance(answerer, TextAnswerer):
+            answerer.calibration = Calibration.load(folder)  # None when the checkpoint has no calibration.json
+        return cls(model, kind.processor_class.from_pretrained(folder), answerer, descriptions,
                    device=device, **kwargs)
 
     # ------------------------------------------------------------------ inputs
