@@ -20,6 +20,7 @@ from ..data.images import ImageReadError, read_image_rgb
 from ..engine.boxes import image_key, parse_box, read_detection_boxes
 from ..engine.report import prediction_report, requested_keypoints
 from .common import add_json_argument, write_json
+from .decoding_args import add_decoding_arguments, decoding_options
 
 
 def add_parser(parser) -> None:
@@ -34,6 +35,7 @@ def add_parser(parser) -> None:
     parser.add_argument("--describe", action="append", default=[], metavar="NAME=DESCRIPTION",
                         help="ask also for a keypoint given by its description (repeatable)")
     parser.add_argument("--mode", choices=("fast", "reference"), default="fast")
+    add_decoding_arguments(parser)
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--out", help="write the annotated picture here (with several images: a folder)")
     add_json_argument(parser)
@@ -51,7 +53,8 @@ def run(args) -> int:
     if args.boxes and Path(args.boxes).suffix == ".json":
         detections = read_detection_boxes(args.boxes, args.score_threshold)
     typed_box = parse_box(args.boxes) if args.boxes and detections is None else None
-    localizer = Localizer.from_pretrained(args.checkpoint or demo_checkpoint(), device=args.device)
+    localizer = Localizer.from_pretrained(args.checkpoint or demo_checkpoint(), device=args.device,
+                                          decoding=decoding_options(args))
     kp_set, novel = requested_keypoints(args.keypoints, args.describe, localizer.keypoint_set)
 
     report, errors, seconds = [], {}, 0.0

@@ -37,7 +37,7 @@ class TextAnswerer:
         constrained: follow the answer grammar in ``fast`` mode. Unconstrained fast decoding is plain
             greedy, token for token the reference's: for parity checks on models (random ones) whose
             answers do not follow the grammar.
-        options: how fast mode reads the answers (default: the paper's reading).
+        options: how fast mode reads the answers (default: the paper's reading); reference mode ignores them.
         calibration: the checkpoint's confidence calibration (needed by ``score="calibrated"``).
     """
 
@@ -64,9 +64,6 @@ class TextAnswerer:
         queries = [builder.query_ids(kp) for kp in kp_set]
         persons, k = pixel_values.shape[0], len(kp_set)
         max_new_tokens = len(processor.grammar) - 1
-        if mode != "fast" and not self.options.is_paper:
-            raise ValueError(f"decoding options {self.options.to_dict()} need mode='fast'; reference mode is the "
-                             "paper's reading")
         if mode == "fast":
             def ask(pixels: torch.Tensor, asked: list[list[int]]) -> DecodedAnswers:
                 return fast_decode(model, model.get_image_features(pixels), builder.prefix_ids(), asked,
@@ -80,7 +77,7 @@ class TextAnswerer:
         texts = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in token_ids]
         normalized, valid = processor.codec.decode_batch(texts)
         keypoint_scores = np.where(valid, np.nan_to_num(value_scores[:, :2], nan=0.0).mean(axis=1), 0.0)
-        if not self.options.is_paper:
+        if mode == "fast" and not self.options.is_paper:  # reference mode is always the paper's reading
             # Each keypoint's flip partner asked on the mirrored crop (a midline keypoint is its own partner).
             flipped = ask(pixel_values.flip(-1), [queries[i] for i in kp_set.flip_indices()]) if self.options.flip \
                 else None
