@@ -36,11 +36,13 @@ from locllm.evaluation.tasks.base import predicted_points
 ROWS = {
     "greedy (paper)": DecodingOptions(),
     "subdigit": DecodingOptions(decode="subdigit"),
+    "beam": DecodingOptions(decode="beam"),
     "flip": DecodingOptions(flip=True),
     "calibrated score": DecodingOptions(score="calibrated"),
     "subdigit + calibrated": DecodingOptions(decode="subdigit", score="calibrated"),
     "subdigit + flip": DecodingOptions(decode="subdigit", flip=True),
     "subdigit + flip + calibrated": DecodingOptions(decode="subdigit", flip=True, score="calibrated"),
+    "beam + calibrated": DecodingOptions(decode="beam", score="calibrated"),
 }
 IDENTITY = Calibration((0.0, 1.0), (0.0, 1.0))  # score="calibrated" with it reports the raw confidence
 
@@ -51,7 +53,7 @@ def cache_model_answers() -> dict:
     original = text_answerer.fast_decode
 
     def cached(model, image_features, prefix_ids, query_ids, *args):
-        key = hashlib.sha1(image_features.float().numpy().tobytes() + repr(query_ids).encode()).hexdigest()
+        key = hashlib.sha1(image_features.float().numpy().tobytes() + repr((query_ids, args[-1])).encode()).hexdigest()
         if key not in answers:
             answers[key] = original(model, image_features, prefix_ids, query_ids, *args)
         return answers[key]

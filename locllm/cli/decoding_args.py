@@ -8,7 +8,7 @@ they are off. ``--mode reference`` is always the paper's reading.
 
 from __future__ import annotations
 
-DECODES = ("greedy", "subdigit")
+DECODES = ("greedy", "subdigit", "beam")
 SCORES = ("mean_max", "calibrated")
 DEFAULT_DECODE = "subdigit"
 DEFAULT_SCORE = "mean_max"

@@ -11,6 +11,9 @@ allowed units (the ten digits of ``0.ddd``, or the location tokens); the paper k
   expectations over the last one or two digits, whose conditional distributions put mass on far digits
   near a first-digit boundary. A one-hot distribution gives back the greedy value. Location tokens have
   one step per value: the expectation over the greedy bin and its neighbours.
+- ``decode="beam"``: a beam of two over each value's first step: the runner-up first unit's branch is
+  really decoded (one more pass over all queries, every value's first step taking its runner-up), and the
+  value is the expectation over the two leaves, each its first unit plus the expected later steps given it.
 - ``keypoint_confidence``: the probability mass of the first step's greedy unit and its neighbours (about
   +-0.1 of the crop, the PCK@0.1 radius), x times y: a raw confidence that a calibration
   (:mod:`.calibration`) maps to the chance of lying within PCK@0.1.
@@ -27,7 +30,7 @@ import numpy as np
 from ..codecs.text import CoordinateCodec, DecimalCodec, LocationTokenCodec
 from .decoding import DecodedAnswers
 
-DECODES = ("greedy", "subdigit")
+DECODES = ("greedy", "subdigit", "beam")
 SCORES = ("mean_max", "calibrated")
 
 
@@ -36,7 +39,7 @@ class DecodingOptions:
     """How fast mode reads an answer. The defaults are the paper's reading (and ``reference`` mode's).
 
     Args:
-        decode: ``greedy`` (the written digits) or ``subdigit`` (see the module docstring).
+        decode: ``greedy`` (the written digits), ``subdigit`` or ``beam`` (see the module docstring).
         flip: also ask the mirrored crop for each keypoint's flip partner and fuse (about 2x the cost).
         score: ``mean_max`` (the reference's: mean probability of the written digits) or ``calibrated``
             (the checkpoint's ``calibration.json`` over :func:`keypoint_confidence`); person scores are the
@@ -113,6 +116,29 @@ def subdigit_values(decoded: DecodedAnswers, codec: CoordinateCodec) -> np.ndarr
     return values
 
 
+def first_value_steps(decoded: DecodedAnswers) -> frozenset[int]:
+    """The chosen steps (indices among the choices) that write each value's first unit."""
+    return frozenset(decoded.choice_values.index(v) for v in set(decoded.choice_values))
+
+
+def beam_values(decoded: DecodedAnswers, runner_up: DecodedAnswers, codec: CoordinateCodec) -> np.ndarray:
+    """(Q, ndim) normalized values: the expectation over two leaves per value, the greedy branch (``decoded``)
+    and the runner-up first unit's (``runner_up``, decoded with :func:`first_value_steps` as runner-up steps),
+    weighted by the greedy pass's first-step probabilities of the two units."""
+    values = np.zeros((len(decoded.token_ids), codec.ndim))
+    rows = np.arange(len(decoded.token_ids))
+    for axis in range(codec.ndim):
+        units = unit_values(codec, axis)
+        leaves, weights = [], []
+        for answers, rank in ((decoded, 1), (runner_up, 2)):
+            steps = _value_steps(answers, axis)
+            first = steps[0].argsort(axis=1)[:, -rank]  # the unit this pass wrote
+            leaves.append(units[0][first] + sum(probs @ u for probs, u in zip(steps[1:], units[1:], strict=True)))
+            weights.append(_value_steps(decoded, axis)[0][rows, first])
+        values[:, axis] = (weights[0] * leaves[0] + weights[1] * leaves[1]) / (weights[0] + weights[1])
+    return values
+
+
 def values_to_coordinates(values: np.ndarray, codec: CoordinateCodec) -> np.ndarray:
     """(Q, ndim) normalized values -> the codec's coordinates (x, y as they are; z -> depth in mm, as
     ``CoordinateCodec.decode`` reads it)."""
@@ -150,5 +176,5 @@ def fuse_flipped(coords: np.ndarray, weights: np.ndarray, flipped: np.ndarray, f
     return share * coords + (1 - share) * back
 
 
-__all__ = ["DECODES", "SCORES", "DecodingOptions", "fuse_flipped", "keypoint_confidence", "subdigit_values",
+__all__ = ["DECODES", "SCORES", "DecodingOptions", "beam_values", "first_value_steps", "fuse_flipped", "keypoint_confidence", "subdigit_values",
            "unit_values", "values_to_coordinates"]

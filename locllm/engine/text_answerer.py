@@ -21,6 +21,8 @@ from .calibration import Calibration
 from .decoding import DecodedAnswers, fast_decode, reference_decode
 from .refinement import (
     DecodingOptions,
+    beam_values,
+    first_value_steps,
     fuse_flipped,
     keypoint_confidence,
     subdigit_values,
@@ -65,10 +67,10 @@ class TextAnswerer:
         persons, k = pixel_values.shape[0], len(kp_set)
         max_new_tokens = len(processor.grammar) - 1
         if mode == "fast":
-            def ask(pixels: torch.Tensor, asked: list[list[int]]) -> DecodedAnswers:
+            def ask(pixels: torch.Tensor, asked: list[list[int]], runner_up_steps=frozenset()) -> DecodedAnswers:
                 return fast_decode(model, model.get_image_features(pixels), builder.prefix_ids(), asked,
                                    processor.grammar if self.constrained else None, builder.eos_token_id,
-                                   max_new_tokens, suppressed)
+                                   max_new_tokens, suppressed, runner_up_steps)
 
             decoded = ask(pixel_values, queries)
             token_ids, value_scores = decoded.token_ids, decoded.value_scores.numpy()
@@ -78,31 +80,38 @@ class TextAnswerer:
         normalized, valid = processor.codec.decode_batch(texts)
         keypoint_scores = np.where(valid, np.nan_to_num(value_scores[:, :2], nan=0.0).mean(axis=1), 0.0)
         if mode == "fast" and not self.options.is_paper:  # reference mode is always the paper's reading
-            # Each keypoint's flip partner asked on the mirrored crop (a midline keypoint is its own partner).
-            flipped = ask(pixel_values.flip(-1), [queries[i] for i in kp_set.flip_indices()]) if self.options.flip \
-                else None
-            normalized, keypoint_scores = self._read(processor, decoded, normalized, keypoint_scores, flipped,
-                                                     pixel_values.shape[-1])
+            normalized, keypoint_scores = self._read(processor, ask, pixel_values, queries, kp_set, decoded,
+                                                     normalized, keypoint_scores)
         return (normalized.reshape(persons, k, -1), keypoint_scores.reshape(persons, k), valid.reshape(persons, k),
                 [texts[p * k:(p + 1) * k] for p in range(persons)])
 
-    def _read(self, processor: LocLLMProcessor, decoded: DecodedAnswers, greedy: np.ndarray, scores: np.ndarray,
-              flipped: DecodedAnswers | None, crop_size: int) -> tuple[np.ndarray, np.ndarray]:
+    def _read(self, processor: LocLLMProcessor, ask, pixel_values: torch.Tensor, queries: list[list[int]],
+              kp_set: KeypointSet, decoded: DecodedAnswers, greedy: np.ndarray,
+              scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Coordinates (Q, ndim) and keypoint scores (Q,) by ``self.options``, from the answers ``decoded``
-        (whose greedy reading is ``greedy`` and reference scores ``scores``) and the flip test's ``flipped``."""
+        (whose greedy reading is ``greedy`` and reference scores ``scores``); ``ask(pixels, queries,
+        runner_up_steps)`` decodes more (the flip test, the beam's other branch)."""
         options, codec = self.options, processor.codec
 
-        def coordinates(answers: DecodedAnswers) -> np.ndarray:
+        def coordinates(answers: DecodedAnswers, pixels: torch.Tensor, asked: list[list[int]]) -> np.ndarray:
             if options.decode == "greedy":
                 texts = [processor.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in answers.token_ids]
                 return codec.decode_batch(texts)[0]
-            return values_to_coordinates(subdigit_values(answers, codec), codec)
+            if options.decode == "beam":
+                values = beam_values(answers, ask(pixels, asked, first_value_steps(answers)), codec)
+            else:
+                values = subdigit_values(answers, codec)
+            return values_to_coordinates(values, codec)
 
-        coords = greedy if options.decode == "greedy" else coordinates(decoded)
+        coords = greedy if options.decode == "greedy" else coordinates(decoded, pixel_values, queries)
         confidence = keypoint_confidence(decoded)
-        if flipped is not None:
+        if options.flip:
+            # Each keypoint's flip partner asked on the mirrored crop (a midline keypoint is its own partner).
+            mirrored, partners = pixel_values.flip(-1), [queries[i] for i in kp_set.flip_indices()]
+            flipped = ask(mirrored, partners)
             flipped_confidence = keypoint_confidence(flipped)
-            coords = fuse_flipped(coords, confidence, coordinates(flipped), flipped_confidence, crop_size)
+            coords = fuse_flipped(coords, confidence, coordinates(flipped, mirrored, partners), flipped_confidence,
+                                  pixel_values.shape[-1])
             scores = (scores + np.nanmean(flipped.value_scores.numpy()[:, :2], axis=1)) / 2
             confidence = (confidence + flipped_confidence) / 2
         if options.score == "calibrated":

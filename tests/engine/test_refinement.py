@@ -10,6 +10,8 @@ from locllm.engine.calibration import Calibration
 from locllm.engine.decoding import DecodedAnswers
 from locllm.engine.refinement import (
     DecodingOptions,
+    beam_values,
+    first_value_steps,
     fuse_flipped,
     keypoint_confidence,
     subdigit_values,
@@ -44,6 +46,8 @@ def test_one_hot_distributions_give_the_greedy_value(codec):
         greedy[:, axis] = sum(u[c] for c, u in zip(chosen, units, strict=True))
     values = subdigit_values(answers_for(codec, steps), codec)
     np.testing.assert_allclose(values, greedy, atol=1e-12)
+    answers = answers_for(codec, steps)  # one-hot: the runner-up branch weighs nothing, whatever it holds
+    np.testing.assert_allclose(beam_values(answers, answers, codec), greedy, atol=1e-12)
     texts = [codec.encode(values_to_coordinates(v[None], codec)[0]) for v in greedy]
     np.testing.assert_allclose(values_to_coordinates(values, codec), codec.decode_batch(texts)[0], atol=1e-9)
 
@@ -56,6 +60,16 @@ def test_subdigit_leans_towards_the_neighbour_the_model_also_believes():
     value = subdigit_values(answers_for(codec, [[first, later, later]] * 2), codec)[0, 0]
     assert value == pytest.approx(0.5 * 0.4 + 0.5 * 0.5)
     assert keypoint_confidence(answers_for(codec, [[first, later, later]] * 2))[0] == pytest.approx(1.0)
+
+
+def test_beam_takes_the_expectation_over_both_decoded_branches():
+    codec = DecimalCodec()
+    first = np.zeros((1, 10))
+    first[0, 4], first[0, 7] = 0.75, 0.25
+    greedy = answers_for(codec, [[first, one_hot([2]), one_hot([0])]] * 2)  # 0.420
+    runner = answers_for(codec, [[first, one_hot([1]), one_hot([5])]] * 2)  # the 7 branch: 0.715
+    assert first_value_steps(greedy) == {0, 3}
+    assert beam_values(greedy, runner, codec)[0, 0] == pytest.approx(0.75 * 0.42 + 0.25 * 0.715)
 
 
 def test_flip_of_a_mirror_consistent_answer_returns_the_same_answer():
@@ -72,7 +86,7 @@ def test_flip_of_a_mirror_consistent_answer_returns_the_same_answer():
 
 def test_options_are_checked():
     with pytest.raises(ValueError, match="decode must be one of"):
-        DecodingOptions(decode="beam")
+        DecodingOptions(decode="mean")
     with pytest.raises(ValueError, match="score must be one of"):
         DecodingOptions(score="max")
     assert DecodingOptions().is_paper and not DecodingOptions(flip=True).is_paper
@@ -98,7 +112,8 @@ def test_localizer_options(char_checkpoint):
         image, keypoints=["left knee", "nose", "right knee"])[0]
     np.testing.assert_array_equal(paper.keypoints, same.keypoints)
     np.testing.assert_array_equal(paper.scores, same.scores)
-    for options in (DecodingOptions(decode="subdigit"), DecodingOptions(flip=True)):
+    for options in (DecodingOptions(decode="subdigit"), DecodingOptions(decode="beam"), DecodingOptions(flip=True),
+                    DecodingOptions(decode="beam", flip=True)):
         localizer.answerer.options = options
         person = localizer.localize(image, keypoints=["left knee", "nose", "right knee"])[0]
         assert person.valid.all() and np.isfinite(person.keypoints).all()
