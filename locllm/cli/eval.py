@@ -97,7 +97,7 @@ def run(args) -> int:
         device = ranks.device() if ranks.world_size > 1 else args.device
         dtype = getattr(torch, args.dtype) if args.dtype else None
         localizer = Localizer.from_pretrained(checkpoint, device=device, dtype=dtype, persons_per_batch=args.batch_size,
-                                              decoding=decoding_options(args))
+                                              decoding=decoding_options(args, checkpoint))
         try:
             result = run_evaluation(localizer, task, mode=args.mode, predictions=args.predictions,
                                     overwrite=args.overwrite_predictions, batch_size=args.batch_size,

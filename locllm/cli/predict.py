@@ -53,8 +53,8 @@ def run(args) -> int:
     if args.boxes and Path(args.boxes).suffix == ".json":
         detections = read_detection_boxes(args.boxes, args.score_threshold)
     typed_box = parse_box(args.boxes) if args.boxes and detections is None else None
-    localizer = Localizer.from_pretrained(args.checkpoint or demo_checkpoint(), device=args.device,
-                                          decoding=decoding_options(args))
+    checkpoint = args.checkpoint or demo_checkpoint()
+    localizer = Localizer.from_pretrained(checkpoint, device=args.device, decoding=decoding_options(args, checkpoint))
     kp_set, novel = requested_keypoints(args.keypoints, args.describe, localizer.keypoint_set)
 
     report, errors, seconds = [], {}, 0.0

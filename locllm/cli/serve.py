@@ -40,8 +40,8 @@ def run(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    localizer = Localizer.from_pretrained(args.checkpoint or demo_checkpoint(), device=args.device,
-                                          decoding=decoding_options(args))
+    checkpoint = args.checkpoint or demo_checkpoint()
+    localizer = Localizer.from_pretrained(checkpoint, device=args.device, decoding=decoding_options(args, checkpoint))
     app = build_app(localizer)
     # max_file_size: the page refuses bigger uploads with a message, before they reach the model
     app.launch(server_name=args.host, server_port=args.port, theme=offline_theme(), ssr_mode=False,
