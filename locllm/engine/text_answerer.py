@@ -67,8 +67,12 @@ class TextAnswerer:
         persons, k = pixel_values.shape[0], len(kp_set)
         max_new_tokens = len(processor.grammar) - 1
         if mode == "fast":
+            features: dict[int, torch.Tensor] = {}  # by crop batch (original, mirrored): each encoded once
+
             def ask(pixels: torch.Tensor, asked: list[list[int]], runner_up_steps=frozenset()) -> DecodedAnswers:
-                return fast_decode(model, model.get_image_features(pixels), builder.prefix_ids(), asked,
+                if id(pixels) not in features:
+                    features[id(pixels)] = model.get_image_features(pixels)
+                return fast_decode(model, features[id(pixels)], builder.prefix_ids(), asked,
                                    processor.grammar if self.constrained else None, builder.eos_token_id,
                                    max_new_tokens, suppressed, runner_up_steps)
 
