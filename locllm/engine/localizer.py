@@ -105,7 +105,8 @@ class Localizer:
         descriptions: a checkpoint's own keypoint descriptions (see :meth:`keypoint_set`).
         persons_per_batch: persons answered together.
         decoding: how fast mode reads a LocLLM answer (:class:`~.refinement.DecodingOptions`: ``decode``,
-            ``flip``, ``score``); default the answerer's (the paper's reading).
+            ``flip``, ``score``); default the answerer's (the paper's reading). A heatmap model has no digits
+            to read: it ignores them.
     """
 
     def __init__(self, model, processor: LocLLMProcessor | CLIPBaselineProcessor, answerer=None,
@@ -115,9 +116,7 @@ class Localizer:
         self.config = model.config
         self.processor = processor
         self.answerer = answerer if answerer is not None else strategy(model.config.model_type).answerer_class()
-        if decoding is not None:
-            if not isinstance(self.answerer, TextAnswerer):
-                raise ValueError(f"decoding options apply to LocLLM checkpoints, not {model.config.model_type}")
+        if decoding is not None and isinstance(self.answerer, TextAnswerer):
             self.answerer.options = decoding
         self.device = torch.device(device)
         self.descriptions = descriptions or {}
