@@ -19,6 +19,7 @@ from __future__ import annotations
 import sys
 
 from .common import add_json_argument, write_json
+from .decoding_args import add_decoding_arguments, decoding_options
 from .interrupts import sigterm_as_interrupt
 
 # Spelled out rather than imported: building the parser must not load torch and pycocotools
@@ -56,6 +57,7 @@ def add_parser(parser) -> None:
                         help="mpii: head boxes for PCKh (default: gt_valid.mat beside --ann, else head_box entries)")
     parser.add_argument("--mode", choices=("fast", "reference"), default="fast",
                         help="fast (default) or the reference implementation's decoding")
+    add_decoding_arguments(parser)
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available; one GPU per process "
                                          "under torchrun)")
     parser.add_argument("--dtype", choices=DTYPES, help="model precision (default: the checkpoint's)")
@@ -104,7 +106,8 @@ def run(args) -> int:
     with evaluation_ranks() as ranks:
         device = ranks.device() if ranks.world_size > 1 else args.device
         dtype = getattr(torch, args.dtype) if args.dtype else None
-        localizer = Localizer.from_pretrained(checkpoint, device=device, dtype=dtype, persons_per_batch=args.batch_size)
+        localizer = Localizer.from_pretrained(checkpoint, device=device, dtype=dtype, persons_per_batch=args.batch_size,
+                                              decoding=decoding_options(args, checkpoint))
         try:
             with sigterm_as_interrupt():
                 result = run_evaluation(localizer, task, mode=args.mode, predictions=args.predictions,

@@ -23,6 +23,7 @@ from ..engine.boxes import image_key, parse_box, read_detection_boxes
 from ..engine.report import prediction_report, requested_keypoints
 from ..engine.video import is_video
 from .common import add_json_argument, write_json
+from .decoding_args import add_decoding_arguments, decoding_options
 from .predict_pictures import picture_targets, write_picture
 
 
@@ -40,6 +41,7 @@ def add_parser(parser) -> None:
     parser.add_argument("--describe", action="append", default=[], metavar="NAME=DESCRIPTION",
                         help="ask also for a keypoint given by its description (repeatable)")
     parser.add_argument("--mode", choices=("fast", "reference"), default="fast")
+    add_decoding_arguments(parser)
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--out", help="write the annotated picture here (with several images: a folder; "
                                       "a video: the annotated video, default VIDEO_keypoints.mp4)")
@@ -73,8 +75,9 @@ def run(args) -> int:
                              f"{len(images)} images, by file_name or by image_id = the number in the file name "
                              "(000000000139.jpg): nothing to ask")
     typed_box = parse_box(args.boxes) if args.boxes and detections is None else None
-    localizer = Localizer.from_pretrained(args.checkpoint or demo_checkpoint(), device=args.device,
-                                          detector=args.detector)
+    checkpoint = args.checkpoint or demo_checkpoint()
+    localizer = Localizer.from_pretrained(checkpoint, device=args.device, detector=args.detector,
+                                          decoding=decoding_options(args, checkpoint))
     kp_set, novel = requested_keypoints(args.keypoints, args.describe, localizer.keypoint_set)
 
     report, errors, seconds, unwritten = [], {}, 0.0, []
@@ -137,8 +140,9 @@ def predict_video(args, paths: list[Path]) -> int:
     jsonl = Path(args.json or out.with_suffix(".jsonl"))
     check_output_file(out, "video output")
     check_output_file(jsonl, "JSON lines output")
-    localizer = Localizer.from_pretrained(args.checkpoint or demo_checkpoint(), device=args.device,
-                                          detector=args.detector)
+    checkpoint = args.checkpoint or demo_checkpoint()
+    localizer = Localizer.from_pretrained(checkpoint, device=args.device, detector=args.detector,
+                                          decoding=decoding_options(args, checkpoint))
     kp_set, _ = requested_keypoints(args.keypoints, args.describe, localizer.keypoint_set)
     detector = localizer if localizer.detector is not None else None
     if args.boxes:  # typed boxes win over a detector, as for images

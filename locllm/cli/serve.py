@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import sys
 
+from .decoding_args import add_decoding_arguments, decoding_options
+
 
 def add_parser(parser) -> None:
     parser.add_argument("--checkpoint", help="a LocLLM checkpoint folder (default: the shipped demo checkpoint)")
@@ -20,6 +22,7 @@ def add_parser(parser) -> None:
     parser.add_argument("--detector", help="a person detector (folder or Hub id): the page offers 'detect persons'")
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads (default: torch's choice; 1 on a small or busy machine)")
+    add_decoding_arguments(parser)  # server-wide, for the page's fast decoding and the API
 
 
 def run(args) -> int:
@@ -38,8 +41,9 @@ def run(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    localizer = Localizer.from_pretrained(args.checkpoint or demo_checkpoint(), device=args.device,
-                                          detector=args.detector)
+    checkpoint = args.checkpoint or demo_checkpoint()
+    localizer = Localizer.from_pretrained(checkpoint, device=args.device, detector=args.detector,
+                                          decoding=decoding_options(args, checkpoint))
     app = build_app(localizer)
     # max_file_size: the page refuses bigger uploads with a message, before they reach the model
     app.launch(server_name=args.host, server_port=args.port, theme=offline_theme(), ssr_mode=False,

@@ -30,10 +30,15 @@ from .shared_prefix_attention import SharedPrefixLayout, shared_prefix_attention
 @dataclass
 class DecodedAnswers:
     """Per query: generated token ids (EOS excluded), per-value scores (Q, num_values), NaN where a
-    value was not written."""
+    value was not written. Grammar-constrained decoding also keeps, at every chosen step, the
+    distribution over that step's allowed tokens (``choice_probs``: one (Q, allowed) tensor per step, in
+    order) and the value the step writes (``choice_values``): what sub-digit decoding and confidences
+    read (:mod:`.refinement`)."""
 
     token_ids: list[list[int]]
     value_scores: torch.Tensor
+    choice_probs: tuple[torch.Tensor, ...] = ()
+    choice_values: tuple[int, ...] = ()
 
 
 @torch.no_grad()
@@ -147,13 +152,15 @@ class _PackedPersons:
 @torch.no_grad()
 def fast_decode(model, image_features: torch.Tensor, prefix_ids: list[int], query_ids: list[list[int]],
                 grammar: AnswerGrammar | None, eos_token_id: int, max_new_tokens: int,
-                suppress_token_ids: tuple[int, ...] = ()) -> DecodedAnswers:
+                suppress_token_ids: tuple[int, ...] = (), runner_up_steps: frozenset[int] = frozenset()) -> DecodedAnswers:
     """Ask each of P persons, whose features are ``image_features`` (P, N, D), the K queries
     ``query_ids``; the answers come person by person (P * K rows).
 
     With ``grammar`` the answers follow it (structural tokens forced); with ``None`` it is plain greedy
     decoding up to EOS or ``max_new_tokens``, never emitting ``suppress_token_ids`` (then
     ``value_scores`` holds per-step probabilities, not split by value: the caller parses the text).
+    ``runner_up_steps``: chosen steps (counted from 0 among the grammar's choices) that take the second
+    most likely allowed token instead of the most likely: the other branch of a small beam over the digits.
     """
     device = image_features.device
     persons, k = image_features.shape[0], len(query_ids)
@@ -182,7 +189,7 @@ def fast_decode(model, image_features: torch.Tensor, prefix_ids: list[int], quer
 
     i = first_choice
     while i < len(items):
-        chosen = emitted.choose(items[i], next_logits)
+        chosen = emitted.choose(items[i], next_logits, runner_up=len(emitted.choice_values) in runner_up_steps)
         # Feed the choice together with the forced tokens that follow it, up to the next choice.
         j = i + 1
         while j < len(items) and items[j].forced:
@@ -218,15 +225,21 @@ class _Emitted:
         self.tokens: list[torch.Tensor] = []
         self.probs: list[torch.Tensor] = []
         self.values: list[int | None] = []
+        self.choice_probs: list[torch.Tensor] = []
+        self.choice_values: list[int] = []
 
     def force(self, item: GrammarItem, logits: torch.Tensor) -> None:
         token = torch.full((self.rows,), item.allowed[0], dtype=torch.long, device=self.device)
         self._add(token, logits.softmax(-1)[:, item.allowed[0]], item.value_index)
 
-    def choose(self, item: GrammarItem, logits: torch.Tensor) -> torch.Tensor:
+    def choose(self, item: GrammarItem, logits: torch.Tensor, runner_up: bool = False) -> torch.Tensor:
         allowed = torch.tensor(item.allowed, device=self.device)
-        token = allowed[logits[:, allowed].argmax(dim=-1)]
+        # argmax (not topk) for the best: its tie-breaking is generate's, which parity relies on
+        best = logits[:, allowed].topk(2, dim=-1).indices[:, 1] if runner_up else logits[:, allowed].argmax(dim=-1)
+        token = allowed[best]
         self._add(token, logits.softmax(-1).gather(1, token[:, None])[:, 0], item.value_index)
+        self.choice_probs.append(logits[:, allowed].softmax(-1).cpu())
+        self.choice_values.append(item.value_index)
         return token
 
     def append(self, item: GrammarItem) -> None:
@@ -245,7 +258,8 @@ class _Emitted:
             columns = [c for c, value in enumerate(self.values) if value == v]
             if columns:
                 scores[:, v] = probs[:, columns].mean(dim=1)
-        return DecodedAnswers(torch.stack(self.tokens, dim=1).tolist(), scores)
+        return DecodedAnswers(torch.stack(self.tokens, dim=1).tolist(), scores, tuple(self.choice_probs),
+                              tuple(self.choice_values))
 
 
 def _greedy(batch: _PackedPersons, logits: torch.Tensor, rows: int, eos_token_id: int, max_new_tokens: int,

@@ -33,9 +33,11 @@ from ..keypoints.sets import all_known_keypoints
 from ..models import LocLLMConfig
 from ..models.clip_baseline import CLIPBaselineConfig
 from ..models.processing_locllm import CLIPBaselineProcessor, LocLLMProcessor
+from .calibration import Calibration
 from .detection import Detections, PersonDetector
 from .heatmap_answerer import HeatmapAnswerer
 from .hub import resolve_pretrained
+from .refinement import DecodingOptions
 from .text_answerer import TextAnswerer
 
 MODES = ("fast", "reference")
@@ -111,15 +113,20 @@ class Localizer:
         detector: where person boxes come from when none are given: a :class:`~.detection.PersonDetector`, or
             any object whose ``detect(image)`` returns :class:`~.detection.Detections`; ``None``: the whole
             image is one person.
+        decoding: how fast mode reads a LocLLM answer (:class:`~.refinement.DecodingOptions`: ``decode``,
+            ``flip``, ``score``); default the answerer's (the paper's reading). A heatmap model has no digits
+            to read: it ignores them.
     """
 
     def __init__(self, model, processor: LocLLMProcessor | CLIPBaselineProcessor, answerer=None,
                  descriptions: dict[str, str] | None = None, device: str | torch.device = "cpu",
-                 persons_per_batch: int = 8, detector=None):
+                 persons_per_batch: int = 8, detector=None, decoding: DecodingOptions | None = None):
         self.model = model.eval()
         self.config = model.config
         self.processor = processor
         self.answerer = answerer if answerer is not None else strategy(model.config.model_type).answerer_class()
+        if decoding is not None and isinstance(self.answerer, TextAnswerer):
+            self.answerer.options = decoding
         self.device = torch.device(device)
         self.descriptions = descriptions or {}
         self.persons_per_batch = persons_per_batch
@@ -157,7 +164,10 @@ class Localizer:
             raise ValueError(f"{descriptions_file} is not valid JSON ({err}): fix or remove it") from None
         if isinstance(detector, (str, Path)):
             detector = PersonDetector.from_pretrained(detector, device=device)
-        return cls(model, kind.processor_class.from_pretrained(folder), kind.answerer_class(), descriptions,
+        answerer = kind.answerer_class()
+        if isinstance(answerer, TextAnswerer):
+            answerer.calibration = Calibration.load(folder)  # None when the checkpoint has no calibration.json
+        return cls(model, kind.processor_class.from_pretrained(folder), answerer, descriptions,
                    device=device, detector=detector, **kwargs)
 
     # ------------------------------------------------------------------ inputs

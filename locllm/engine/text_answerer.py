@@ -4,7 +4,8 @@
         (``fast``) or K full prompts per person (``reference``) -> answer text -> coordinates (codec)
 
 A keypoint's score is the mean of its x and y scores, each the mean probability of the tokens that
-wrote the value, as in the reference.
+wrote the value, as in the reference. Fast mode can read more from the digit distributions (sub-digit
+coordinates, the flip test, calibrated scores: :class:`~.refinement.DecodingOptions`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,17 @@ import torch
 
 from ..keypoints import KeypointSet
 from ..models.processing_locllm import LocLLMProcessor
-from .decoding import fast_decode, reference_decode
+from .calibration import Calibration
+from .decoding import DecodedAnswers, fast_decode, reference_decode
+from .refinement import (
+    DecodingOptions,
+    beam_values,
+    first_value_steps,
+    fuse_flipped,
+    keypoint_confidence,
+    subdigit_values,
+    values_to_coordinates,
+)
 
 _VALUE_TEXT = re.compile(r"\d+\.\d+|<loc_\d+>")
 
@@ -28,10 +39,15 @@ class TextAnswerer:
         constrained: follow the answer grammar in ``fast`` mode. Unconstrained fast decoding is plain
             greedy, token for token the reference's: for parity checks on models (random ones) whose
             answers do not follow the grammar.
+        options: how fast mode reads the answers (default: the paper's reading); reference mode ignores them.
+        calibration: the checkpoint's confidence calibration (needed by ``score="calibrated"``).
     """
 
-    def __init__(self, constrained: bool = True):
+    def __init__(self, constrained: bool = True, options: DecodingOptions | None = None,
+                 calibration: Calibration | None = None):
         self.constrained = constrained
+        self.options = options or DecodingOptions()
+        self.calibration = calibration
 
     @torch.no_grad()
     def __call__(self, model, processor: LocLLMProcessor, pixel_values: torch.Tensor, kp_set: KeypointSet,
@@ -51,17 +67,63 @@ class TextAnswerer:
         persons, k = pixel_values.shape[0], len(kp_set)
         max_new_tokens = len(processor.grammar) - 1
         if mode == "fast":
-            decoded = fast_decode(model, model.get_image_features(pixel_values), builder.prefix_ids(), queries,
-                                  processor.grammar if self.constrained else None, builder.eos_token_id,
-                                  max_new_tokens, suppressed)
+            features: dict[int, torch.Tensor] = {}  # by crop batch (original, mirrored): each encoded once
+
+            def ask(pixels: torch.Tensor, asked: list[list[int]], runner_up_steps=frozenset()) -> DecodedAnswers:
+                if id(pixels) not in features:
+                    features[id(pixels)] = model.get_image_features(pixels)
+                return fast_decode(model, features[id(pixels)], builder.prefix_ids(), asked,
+                                   processor.grammar if self.constrained else None, builder.eos_token_id,
+                                   max_new_tokens, suppressed, runner_up_steps)
+
+            decoded = ask(pixel_values, queries)
             token_ids, value_scores = decoded.token_ids, decoded.value_scores.numpy()
         else:
             token_ids, value_scores = self._reference_answers(model, processor, pixel_values, queries, suppressed)
         texts = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in token_ids]
         normalized, valid = processor.codec.decode_batch(texts)
         keypoint_scores = np.where(valid, np.nan_to_num(value_scores[:, :2], nan=0.0).mean(axis=1), 0.0)
+        if mode == "fast" and not self.options.is_paper:  # reference mode is always the paper's reading
+            normalized, keypoint_scores = self._read(processor, ask, pixel_values, queries, kp_set, decoded,
+                                                     normalized, keypoint_scores)
         return (normalized.reshape(persons, k, -1), keypoint_scores.reshape(persons, k), valid.reshape(persons, k),
                 [texts[p * k:(p + 1) * k] for p in range(persons)])
+
+    def _read(self, processor: LocLLMProcessor, ask, pixel_values: torch.Tensor, queries: list[list[int]],
+              kp_set: KeypointSet, decoded: DecodedAnswers, greedy: np.ndarray,
+              scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Coordinates (Q, ndim) and keypoint scores (Q,) by ``self.options``, from the answers ``decoded``
+        (whose greedy reading is ``greedy`` and reference scores ``scores``); ``ask(pixels, queries,
+        runner_up_steps)`` decodes more (the flip test, the beam's other branch)."""
+        options, codec = self.options, processor.codec
+
+        def coordinates(answers: DecodedAnswers, pixels: torch.Tensor, asked: list[list[int]]) -> np.ndarray:
+            if options.decode == "greedy":
+                texts = [processor.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in answers.token_ids]
+                return codec.decode_batch(texts)[0]
+            if options.decode == "beam":
+                values = beam_values(answers, ask(pixels, asked, first_value_steps(answers)), codec)
+            else:
+                values = subdigit_values(answers, codec)
+            return values_to_coordinates(values, codec)
+
+        coords = greedy if options.decode == "greedy" else coordinates(decoded, pixel_values, queries)
+        confidence = keypoint_confidence(decoded)
+        if options.flip:
+            # Each keypoint's flip partner asked on the mirrored crop (a midline keypoint is its own partner).
+            mirrored, partners = pixel_values.flip(-1), [queries[i] for i in kp_set.flip_indices()]
+            flipped = ask(mirrored, partners)
+            flipped_confidence = keypoint_confidence(flipped)
+            coords = fuse_flipped(coords, confidence, coordinates(flipped, mirrored, partners), flipped_confidence,
+                                  pixel_values.shape[-1])
+            scores = (scores + np.nanmean(flipped.value_scores.numpy()[:, :2], axis=1)) / 2
+            confidence = (confidence + flipped_confidence) / 2
+        if options.score == "calibrated":
+            if self.calibration is None:
+                raise ValueError("score='calibrated' needs the checkpoint's calibration.json; fit one with "
+                                 "benchmarks/decoding_options.py --fit")
+            scores = self.calibration(confidence)
+        return coords, scores
 
     @staticmethod
     def _reference_answers(model, processor: LocLLMProcessor, pixel_values: torch.Tensor, queries: list[list[int]],

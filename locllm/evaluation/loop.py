@@ -60,16 +60,18 @@ def run_evaluation(localizer, task: EvaluationTask, *, mode: str = "fast", predi
         checkpoint: names the checkpoint in the predictions header and the result.
 
     Returns:
-        ``{"dataset", "annotation_file", "images", "checkpoint", "mode", "protocol", "keypoints", "metrics",
-        "counts", "predictions_file", "persons_resumed", "persons_asked", "seconds", "persons_per_second"}``;
-        NaN metrics (undefined, e.g. PCKh of a joint nobody annotated) are None.
+        ``{"dataset", "annotation_file", "images", "checkpoint", "mode", "decoding", "protocol", "keypoints",
+        "metrics", "counts", "predictions_file", "persons_resumed", "persons_asked", "seconds",
+        "persons_per_second"}``; ``decoding``: fast mode's options, None for the paper's reading; NaN metrics
+        (undefined, e.g. PCKh of a joint nobody annotated) are None.
     """
     ranks = ranks or Ranks()
     crop_size = int(localizer.config.image_size)
     if localizer.codec.ndim != task.ndim:
         raise ValueError(f"{task.name} needs a checkpoint that answers {task.ndim} coordinates per keypoint; "
                          f"this one answers {localizer.codec.ndim}")
-    log = PredictionLog(predictions, _header(task, checkpoint, mode), ranks) if predictions is not None else None
+    header = _header(task, checkpoint, mode, _decoding(localizer, mode))
+    log = PredictionLog(predictions, header, ranks) if predictions is not None else None
     finished = _resume(log, overwrite, ranks)
     todo = [item for item in _shard_by_image(task.items, ranks) if item.index not in finished]
 
@@ -93,7 +95,8 @@ def run_evaluation(localizer, task: EvaluationTask, *, mode: str = "fast", predi
     persons_asked = sum(len(part) for part in gathered)
     return _without_nan({
         "dataset": task.name, "annotation_file": str(task.annotation_file), "images": str(task.image_root),
-        "checkpoint": checkpoint, "mode": mode, "protocol": task.protocol(), "keypoints": task.keypoints.names,
+        "checkpoint": checkpoint, "mode": mode, "decoding": header.get("decoding"), "protocol": task.protocol(),
+        "keypoints": task.keypoints.names,
         "metrics": task.metrics(ordered), "counts": _counts(ordered, task),
         "predictions_file": str(predictions) if predictions is not None else None,
         "persons_resumed": len(finished), "persons_asked": persons_asked, "seconds": round(seconds, 3),
@@ -101,12 +104,21 @@ def run_evaluation(localizer, task: EvaluationTask, *, mode: str = "fast", predi
     })
 
 
-def _header(task: EvaluationTask, checkpoint: str | None, mode: str) -> dict:
+def _header(task: EvaluationTask, checkpoint: str | None, mode: str, decoding: dict | None) -> dict:
     """What the predictions depend on (not the metric's options, such as held-out keypoints): a file written
-    with another header is never resumed. The checkpoint counts by its content; its path is only recorded."""
-    return {"format": PREDICTIONS_FORMAT, "dataset": task.name, "annotation_file": str(task.annotation_file.resolve()),
-            "checkpoint": checkpoint, "checkpoint_sha256": checkpoint_sha256(checkpoint), "mode": mode, "keypoints": task.keypoints.names, "persons": len(task.items),
-            "fingerprint": task.fingerprint()}
+    with another header is never resumed. The checkpoint counts by its content; its path is only recorded.
+    Decoding options beyond the paper's reading join it (so that files written before they existed still resume)."""
+    header = {"format": PREDICTIONS_FORMAT, "dataset": task.name, "annotation_file": str(task.annotation_file.resolve()),
+              "checkpoint": checkpoint, "checkpoint_sha256": checkpoint_sha256(checkpoint), "mode": mode,
+              "keypoints": task.keypoints.names, "persons": len(task.items), "fingerprint": task.fingerprint()}
+    return header if decoding is None else {**header, "decoding": decoding}
+
+
+def _decoding(localizer, mode: str) -> dict | None:
+    """The options fast mode read the answers with (:class:`~locllm.engine.refinement.DecodingOptions`), None
+    for the paper's reading (reference mode, the default options, a model without such options)."""
+    options = getattr(getattr(localizer, "answerer", None), "options", None)
+    return None if mode != "fast" or options is None or options.is_paper else options.to_dict()
 
 
 def _resume(log: PredictionLog | None, overwrite: bool, ranks: Ranks) -> dict[int, dict]:

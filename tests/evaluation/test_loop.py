@@ -318,3 +318,32 @@ def test_two_processes_give_the_one_process_result(synth, checkpoints, tmp_path)
     assert two["persons_asked"] == one["counts"]["persons"]
     assert [r["index"] for r in _lines(tmp_path / "predictions.jsonl")[1:]] == list(range(one["counts"]["persons"]))
     assert not list(tmp_path.glob("predictions.jsonl.rank*"))
+
+
+def test_decoding_options_are_recorded_and_work_in_3d(synth, checkpoints, tmp_path):
+    from locllm.engine.refinement import DecodingOptions
+
+    annotation, images = synth["h36m"]
+    task = build_task("h36m", annotation, images)
+    options = DecodingOptions(decode="subdigit", flip=True)
+    localizer = Localizer.from_pretrained(checkpoints[3], device="cpu", decoding=options)
+    predictions = tmp_path / "predictions.jsonl"
+    result = _evaluate(localizer, task, predictions=predictions)
+    assert result["decoding"] == options.to_dict() and _lines(predictions)[0]["header"]["decoding"] == options.to_dict()
+    assert result["counts"]["keypoints_unparsed"] == 0 and result["metrics"]["MPJPE"] is not None
+    with pytest.raises(ValueError, match="predictions of another evaluation"):  # other options: never resumed
+        _evaluate(Localizer.from_pretrained(checkpoints[3], device="cpu"), task, predictions=predictions)
+
+
+def test_cli_decode_greedy_is_the_paper_reading(synth, checkpoints, tmp_path):
+    annotation, images = synth["coco"]
+    runs = {}
+    for decode in ("greedy", "subdigit"):
+        metrics_file = tmp_path / f"{decode}.json"
+        assert main(["eval", "--checkpoint", str(checkpoints[2]), "--dataset", "coco", "--ann", str(annotation),
+                     "--images", str(images), "--json", str(metrics_file), "--no-progress", "--device", "cpu",
+                     "--decode", decode]) == 0
+        runs[decode] = json.loads(metrics_file.read_text())
+    paper = _evaluate(Localizer.from_pretrained(checkpoints[2], device="cpu"), build_task("coco", annotation, images))
+    assert runs["greedy"]["decoding"] is None and runs["greedy"]["metrics"] == paper["metrics"]
+    assert runs["subdigit"]["decoding"] == {"decode": "subdigit", "flip": False, "score": "mean_max"}

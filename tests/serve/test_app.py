@@ -48,7 +48,8 @@ def scene(tmp_path_factory):
 
 def predict_json(checkpoint, image, boxes_text, describe, tmp_path) -> dict:
     out = tmp_path / "predict.json"
-    args = ["predict", str(image), "--checkpoint", str(checkpoint), "--device", "cpu", "--json", str(out)]
+    args = ["predict", str(image), "--checkpoint", str(checkpoint), "--device", "cpu", "--json", str(out),
+            "--decode", "greedy"]  # the Localizer's own default, which the app under test was built with
     args += ["--boxes", boxes_text] if boxes_text else []
     for name, description in describe:
         args += ["--describe", f"{name}={description}"]
