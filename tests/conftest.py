@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from locllm.data.synth import generate_synthpose
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LOCLLM_SHARED", REPO.parent / "shared"))
 GOLDEN = SHARED / "reference-golden"
@@ -47,3 +49,13 @@ def smollm2_tokenizer():
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(_require(TOKENIZERS / "smollm2")))
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    """A SynthPose COCO set (one figure per 96 px image): (annotation folder, images). Test modules with a
+    data set of their own define their own ``synth``."""
+    root = tmp_path_factory.mktemp("synth")
+    generate_synthpose(root, num_images=6, seed=3, size=96, persons=1, fmt="coco", val_fraction=0.5,
+                       difficulty="easy")
+    return root / "annotations", root / "images"

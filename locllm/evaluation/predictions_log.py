@@ -108,7 +108,8 @@ def _header_difference(found: dict | None, expected: dict) -> str | None:
     (its content, ``checkpoint_sha256``, does)."""
     if not isinstance(found, dict):
         return "no header line"
-    keys = [key for key in expected if key not in RECORDED_ONLY and found.get(key) != expected[key]]
+    # both ways: a key only one side has (e.g. decoding options beyond the paper's reading) differs too
+    keys = [key for key in {**found, **expected} if key not in RECORDED_ONLY and found.get(key) != expected.get(key)]
     if "checkpoint_sha256" in keys:
         return "the checkpoint's files changed since they were written"
     return "different " + ", ".join(keys) if keys else None

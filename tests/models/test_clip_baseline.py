@@ -12,7 +12,6 @@ from locllm.cli import main
 from locllm.codecs import HeatmapCodec
 from locllm.data.augment import NO_AUGMENTATION
 from locllm.data.datasets import CocoKeypointDataset
-from locllm.data.synth import generate_synthpose
 from locllm.engine import HeatmapAnswerer, Localizer
 from locllm.keypoints import COCO_KEYPOINTS, PAPER_HELD_OUT
 from locllm.models.clip_baseline import (
@@ -51,15 +50,6 @@ def _make_lora_matter(model, std=0.1):
 def _texts(model, tokenizer, names):
     processor = CLIPBaselineProcessor.from_config(model.config, tokenizer)
     return processor.tokenize_texts([processor.keypoint_text(COCO_KEYPOINTS[COCO_KEYPOINTS.index(n)]) for n in names])
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    """A SynthPose COCO set (one figure per 96 px image): (annotation folder, images)."""
-    root = tmp_path_factory.mktemp("synth")
-    generate_synthpose(root, num_images=6, seed=3, size=96, persons=1, fmt="coco", val_fraction=0.5,
-                       difficulty="easy")
-    return root / "annotations", root / "images"
 
 
 @pytest.fixture(scope="module")

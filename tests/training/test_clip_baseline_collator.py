@@ -3,7 +3,6 @@ import pytest
 
 from locllm.data.augment import NO_AUGMENTATION
 from locllm.data.datasets import CocoKeypointDataset
-from locllm.data.synth import generate_synthpose
 from locllm.keypoints import COCO_KEYPOINTS, PAPER_HELD_OUT
 from locllm.models.clip_baseline import clip_baseline_config
 from locllm.models.processing_locllm import CLIPBaselineProcessor
@@ -14,15 +13,6 @@ from locllm.training.clip_baseline_collator import CLIPBaselineCollator
 @pytest.fixture(scope="module")
 def tokenizer():
     return build_char_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    """A SynthPose COCO set (one figure per 96 px image): (annotation folder, images)."""
-    root = tmp_path_factory.mktemp("synth")
-    generate_synthpose(root, num_images=6, seed=3, size=96, persons=1, fmt="coco", val_fraction=0.5,
-                       difficulty="easy")
-    return root / "annotations", root / "images"
 
 
 def test_collator_asks_visible_keypoints_with_matching_targets(synth, tokenizer):
