@@ -16,7 +16,7 @@ def add_parser(parser) -> None:
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                         help="dtype of the frozen base weights")
-    parser.add_argument("--tokenizer", help="a Hugging Face tokenizer folder (default: the word-level demo tokenizer)")
+    parser.add_argument("--tokenizer", help="a Hugging Face tokenizer folder, or smollm2 (default: the word-level demo tokenizer)")
     parser.add_argument("--repeats", type=int, default=2)
     add_json_argument(parser)
 
@@ -28,7 +28,9 @@ def run(args) -> int:
     if args.tokenizer:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        from ..convert.gguf import resolve_base_path
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_base_path(args.tokenizer))
     result = run_benchmark(args.config, args.persons, args.keypoints, args.device, args.dtype, tokenizer,
                            args.repeats)
     width = max(len(k) for k in result)

@@ -17,6 +17,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, GenerationMixin
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from ..convert.gguf import resolve_base_path
 from .configuration_locllm import LocLLMConfig
 from .modeling_base import BaseSpec, PreTrainedModelOnBases
 from .vision import build_vision_tower, load_vision_tower, patch_features, resample_position_grid
@@ -30,6 +31,16 @@ def build_projector(projector_type: str, vision_dim: int, text_dim: int) -> nn.M
     raise ValueError(f"unknown projector type {projector_type!r}")
 
 
+def load_language_model(name_or_path: str, **kwargs) -> nn.Module:
+    """A causal LM from a folder, or from ``smollm2`` (the installed package's, see locllm.convert.gguf)."""
+    return AutoModelForCausalLM.from_pretrained(resolve_base_path(name_or_path), **kwargs)
+
+
+def kept_text_layers(config: LocLLMConfig) -> dict:
+    """``text_num_layers`` as the LM loader's keyword: transformers then builds and loads only the first N."""
+    return {} if config.text_num_layers is None else {"num_hidden_layers": config.text_num_layers}
+
+
 class LocLLMPreTrainedModel(PreTrainedModelOnBases):
     config_class = LocLLMConfig
     base_model_prefix = "locllm"
@@ -40,7 +51,7 @@ class LocLLMPreTrainedModel(PreTrainedModelOnBases):
     _keys_to_ignore_on_load_missing = [r"mask_token$"]
     bases = (
         BaseSpec("vision_tower", "vision_model_name_or_path", "vision_config", load_vision_tower),
-        BaseSpec("language_model", "text_model_name_or_path", "text_config", AutoModelForCausalLM.from_pretrained),
+        BaseSpec("language_model", "text_model_name_or_path", "text_config", load_language_model, kept_text_layers),
     )
     own_modules = ("projector",)
     trained_whole_when = {"train_vision_base": ("vision_tower.",), "train_text_base": ("language_model.",)}
