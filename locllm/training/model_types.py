@@ -281,7 +281,9 @@ def patch_classifier_collator(config: TrainConfig, model: PatchClassifier, proce
 
 MODEL_TYPES = {
     "locllm": ModelType(build_locllm, locllm_collator,
-                        supervised=lambda batch: int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())),  # shifted by one
+                        supervised=lambda batch: int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()),  # shifted by one
+                        loss=lambda model, batch, num_items: model(**batch, num_items_in_batch=num_items,
+                                                                   supervised_logits_only=True).loss),
     "clip_baseline": ModelType(build_clip_baseline, clip_baseline_collator,
                                supervised=lambda batch: int(batch["target_weights"].sum())),
     "patch_classifier": ModelType(build_patch_classifier, patch_classifier_collator, loss=patch_loss,
