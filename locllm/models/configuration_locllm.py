@@ -28,7 +28,10 @@ class LocLLMConfig(PretrainedConfig):
             or SigLIP vision) and of the causal LM (Llama, SmolLM2, Qwen2, ...).
         vision_model_name_or_path / text_model_name_or_path: where the frozen base weights come from
             (a local folder, or for the vision tower also a reference DINOv2 ``.pth``). When ``None`` the
-            base weights live in the checkpoint itself (tiny and demo models).
+            base weights live in the checkpoint itself (tiny and demo models). ``smollm2`` names the
+            installed SmolLM2-135M (``locllm.convert.gguf``).
+        text_num_layers: keep only the first N decoder layers of the LM loaded from
+            ``text_model_name_or_path`` (a faster, shallower pretrained LM); ``None``: all of them.
         projector_type: ``"linear"`` (the paper) or ``"mlp2x_gelu"``.
         image_token / image_token_id: the placeholder token the image features replace.
         image_size: side of the square crop the vision tower sees (224 in the paper).
@@ -57,6 +60,7 @@ class LocLLMConfig(PretrainedConfig):
     text_config: dict | PretrainedConfig | None = None
     vision_model_name_or_path: str | None = None
     text_model_name_or_path: str | None = None
+    text_num_layers: int | None = None
     projector_type: str = "linear"
     image_token: str = "<image>"
     image_token_id: int | None = None

