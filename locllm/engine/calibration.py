@@ -39,6 +39,9 @@ class Calibration:
         order = np.argsort(confidence, kind="stable")
         x = np.asarray(confidence, dtype=np.float64)[order]
         y = np.asarray(hit, dtype=np.float64)[order]
+        # Pool-adjacent-violators written here rather than scipy.optimize.isotonic_regression, which fits
+        # point by point: the knots np.interp reads must be blocks with strictly increasing confidence, so
+        # ties in confidence are pooled in the same pass.
         blocks: list[list[float]] = []  # [sum of x, sum of y, count]
         for xi, yi in zip(x, y, strict=True):
             blocks.append([xi, yi, 1.0])
@@ -62,8 +65,12 @@ class Calibration:
         path = Path(folder) / CALIBRATION_FILE
         if not path.is_file():
             return None
-        table = json.loads(path.read_text())
-        return cls(tuple(table["raw"]), tuple(table["probability"]), table.get("about", {}))
+        try:
+            table = json.loads(path.read_text())
+            return cls(tuple(table["raw"]), tuple(table["probability"]), table.get("about", {}))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{path} is not a calibration table ({type(err).__name__}: {err}): refit it "
+                             "(benchmarks/decoding_options.py --fit) or remove it") from None
 
 
 __all__ = ["CALIBRATION_FILE", "Calibration"]

@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.datasets import load_coco
+from ..data.outputs import write_text_atomically
 from .detection import PersonDetector
 from .hub import resolve_pretrained
 
@@ -45,9 +46,7 @@ def detector_boxes_file(detector: str | Path, annotation_file: str | Path, image
                              "score": round(float(score), 5)} for box, score in zip(boxes, scores, strict=True)]
             bar.update(len(batch))
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f"{out.name}.{os.getpid()}.partial")  # renamed when whole: a reader never sees half
-    partial.write_text(json.dumps(entries))
-    partial.replace(out)
+    write_text_atomically(out, json.dumps(entries))  # a reader (another process) never sees half a file
     return out, False
 
 

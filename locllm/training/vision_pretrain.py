@@ -23,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoConfig, Dinov2Config
 
+from ..data.tensor_files import load_tensor_file
 from ..models.processing_locllm import LocLLMImageProcessor
 from ..models.vision import build_vision_tower, patch_features
 
@@ -104,8 +105,8 @@ class PatchClassifier(nn.Module):
         save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, Path(folder) / WEIGHTS_FILE)
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, dtype: torch.dtype | None = None) -> PatchClassifier:
-        state = load_file(Path(folder) / WEIGHTS_FILE)
+    def from_pretrained(cls, folder: str | Path) -> PatchClassifier:
+        state = load_tensor_file(Path(folder) / WEIGHTS_FILE)
         model = cls(build_vision_tower(AutoConfig.from_pretrained(folder)), state["head.weight"].shape[0])
         model.load_state_dict(state)
         return model
@@ -113,7 +114,7 @@ class PatchClassifier(nn.Module):
 
 def tower_weights(folder: str | Path) -> dict[str, torch.Tensor]:
     """The tower tensors of a patch-classifier checkpoint, named as in the tower (head dropped)."""
-    state = load_file(Path(folder) / WEIGHTS_FILE)
+    state = load_tensor_file(Path(folder) / WEIGHTS_FILE)
     return {key.removeprefix("tower."): value for key, value in state.items() if key.startswith("tower.")}
 
 
