@@ -18,6 +18,7 @@ With a person detector, one call finds everyone (boxes given explicitly still wi
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -131,6 +132,10 @@ class Localizer:
         self.descriptions = descriptions or {}
         self.persons_per_batch = persons_per_batch
         self.detector = detector
+        # The fast path switches the model's attention implementation for the length of a forward (state of
+        # the model, not of the call): concurrent calls on one model gave wrong answers (8 threads,
+        # tests/reliability/test_serve.py), so the model answers one batch at a time.
+        self._model_lock = threading.Lock()
 
     @property
     def codec(self):
@@ -331,4 +336,5 @@ class Localizer:
                       mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list[str]]]:
         """Normalized crop tensors (P, 3, S, S) -> the answerer's coordinates (P, K, ndim) in [0, 1) of the
         crop, scores (P, K), valid (P, K) and answer texts."""
-        return self.answerer(self.model, self.processor, pixel_values.to(self.device), kp_set, mode)
+        with self._model_lock:
+            return self.answerer(self.model, self.processor, pixel_values.to(self.device), kp_set, mode)
