@@ -188,7 +188,7 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
                     world_size, accumulation, micro_batch_size, state.global_step)
     log = StepLog(config, accelerator.is_main_process, total_steps, state.global_step)
 
-    last_checkpoint = ckpt.list_checkpoints(output_dir)[-1] if ckpt.list_checkpoints(output_dir) else None
+    last_checkpoint = next(reversed(ckpt.list_checkpoints(output_dir)), None)
     loss, run_steps, run_seconds = math.nan, 0, 0.0
     while state.global_step < total_steps:
         micro_batches = iter(epoch_loader(dataset, collator, config, state.epoch, state.step_in_epoch, rank, world_size,
