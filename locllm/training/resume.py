@@ -9,8 +9,9 @@ refuses every difference, except the few settings that only say how the run is r
 ``logging.*``, ``checkpoint.*``, ``data.num_workers``): those are applied and stated. The same holds for
 the content of the input files (annotations, keypoint tables): a resume over changed data is refused.
 
-    check_resume(config, checkpoint_folder)   # raises ValueError naming every difference, and the fix
-    write_input_fingerprints(config, folder)  # beside train_config.yaml in every checkpoint
+    inputs = input_fingerprints(config)              # once, when the run starts: what it reads
+    check_resume(config, checkpoint_folder, inputs)  # raises ValueError naming every difference, and the fix
+    write_input_fingerprints(inputs, folder)         # beside train_config.yaml in every checkpoint
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ APPLIED_ON_RESUME = ("output_dir", "logging.", "checkpoint.", "data.num_workers"
 INPUT_FILE_ARGUMENTS = ("annotation_file", "keypoints", "ground_truth_file")
 
 
-def check_resume(config: TrainConfig, checkpoint: str | Path) -> list[str]:
-    """Refuse to resume ``checkpoint`` with settings or input files that differ from its run's.
+def check_resume(config: TrainConfig, checkpoint: str | Path, inputs: dict[str, str]) -> list[str]:
+    """Refuse to resume ``checkpoint`` with settings or input files (``inputs``: :func:`input_fingerprints`)
+    that differ from its run's.
 
     Returns the applied differences as ``"key: old -> new"`` (also logged); raises ``ValueError`` with one
     line listing every refused one and how to proceed.
@@ -54,7 +56,7 @@ def check_resume(config: TrainConfig, checkpoint: str | Path) -> list[str]:
     differences = _differences(_flatten(saved), _flatten(config_to_yaml_dict(config)))
     applied = [d for d in differences if d[0].startswith(APPLIED_ON_RESUME)]
     refused = [d for d in differences if d not in applied]
-    refused += _changed_inputs(checkpoint, config)
+    refused += _changed_inputs(checkpoint, inputs)
     if refused:
         listed = "; ".join(f"{key}: {old!r} in the checkpoint, {new!r} now" for key, old, new in refused)
         raise ValueError(f"--resume {checkpoint}: the run continued was made with other settings or inputs "
@@ -66,24 +68,23 @@ def check_resume(config: TrainConfig, checkpoint: str | Path) -> list[str]:
     return notes
 
 
-def write_input_fingerprints(config: TrainConfig, folder: str | Path) -> None:
-    """Record the sha256 of every input file the config names, for :func:`check_resume`."""
-    (Path(folder) / INPUT_FINGERPRINTS).write_text(json.dumps(_input_fingerprints(config), indent=2) + "\n")
+def write_input_fingerprints(inputs: dict[str, str], folder: str | Path) -> None:
+    """Record the run's :func:`input_fingerprints` in a checkpoint, for :func:`check_resume`."""
+    (Path(folder) / INPUT_FINGERPRINTS).write_text(json.dumps(inputs, indent=2) + "\n")
 
 
-def _changed_inputs(checkpoint: Path, config: TrainConfig) -> list[tuple[str, str, str]]:
+def _changed_inputs(checkpoint: Path, now: dict[str, str]) -> list[tuple[str, str, str]]:
     path = checkpoint / INPUT_FINGERPRINTS
     if not path.is_file():  # written by a version that did not record them
         logger.warning("%s has no %s: the input files cannot be checked against the run's", checkpoint,
                        INPUT_FINGERPRINTS)
         return []
     saved = json.loads(path.read_text())
-    now = _input_fingerprints(config)
     return [(f"{key} (content, sha256)", saved[key][:12], (now.get(key) or "missing")[:12])
             for key in saved if now.get(key) != saved[key]]
 
 
-def _input_fingerprints(config: TrainConfig) -> dict[str, str]:
+def input_fingerprints(config: TrainConfig) -> dict[str, str]:
     """``{"data.datasets.0.annotation_file": sha256 of its content}`` for every named input file."""
     fingerprints = {}
     for i, dataset in enumerate(config.data.datasets):

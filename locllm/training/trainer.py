@@ -43,7 +43,7 @@ from . import checkpoint as ckpt
 from .config import TrainConfig, dump_config
 from .data import build_dataset, epoch_loader, trained_descriptions
 from .model_types import MODEL_TYPES, ModelType
-from .resume import check_resume, write_input_fingerprints
+from .resume import check_resume, input_fingerprints, write_input_fingerprints
 
 logger = logging.getLogger(__name__)
 
@@ -141,8 +141,9 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     if resume is None and ckpt.list_checkpoints(output_dir):
         raise ValueError(f"{output_dir} already holds checkpoints of a run: continue it with --resume, "
                          "or choose another output_dir")
+    inputs = input_fingerprints(config)  # the input files as this run reads them, recorded in its checkpoints
     if resume is not None:
-        check_resume(config, resume)  # before any work: a resume continues the run it names, or nothing
+        check_resume(config, resume, inputs)  # before any work: a resume continues the run it names, or nothing
     accelerator = make_accelerator(config)
     world_size, rank = accelerator.num_processes, accelerator.process_index
     set_seed(config.seed)
@@ -207,7 +208,7 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
             if budget is not None and _time_is_up(accelerator, budget, state.global_step):
                 total_steps = state.global_step  # a timed run ends here, with a checkpoint
             if state.global_step % config.checkpoint.every_steps == 0 or state.global_step == total_steps:
-                last_checkpoint = _save_checkpoint(accelerator, model, processor, config, state, descriptions)
+                last_checkpoint = _save_checkpoint(accelerator, model, processor, config, state, descriptions, inputs)
             if state.global_step == total_steps:
                 break
     log.close()
@@ -262,7 +263,7 @@ def _time_is_up(accelerator: Accelerator, budget: TrainingBudget, global_step: i
 
 
 def _save_checkpoint(accelerator: Accelerator, model, processor, config: TrainConfig, state: ckpt.TrainingState,
-                     descriptions: dict[str, str]) -> Path:
+                     descriptions: dict[str, str], inputs: dict[str, str]) -> Path:
     """Every process writes into the temporary folder (accelerate: optimizer, schedule, its RNG); the main
     process adds the trained-weights export and the position, then renames the folder into place."""
     temporary = ckpt.temporary_checkpoint_dir(config.output_dir, state.global_step)
@@ -277,7 +278,7 @@ def _save_checkpoint(accelerator: Accelerator, model, processor, config: TrainCo
         (temporary / DESCRIPTIONS_FILE).write_text(json.dumps(descriptions, indent=2, ensure_ascii=False) + "\n",
                                                   encoding="utf-8")
         dump_config(config, temporary / "train_config.yaml")
-        write_input_fingerprints(config, temporary)
+        write_input_fingerprints(inputs, temporary)
         state.save(temporary)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
