@@ -46,7 +46,6 @@ other work it ran 0.06-0.15 steps/s, so the full recipe is a GPU job there (hour
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -67,6 +66,7 @@ from ..engine import Localizer
 from ..evaluation.demo import evaluate_pck
 from ..training.config import load_config
 from ..training.trainer import TrainResult, train
+from .common import write_json
 from .demo import REPORT_LABELS, format_report
 
 REPO = Path(__file__).resolve().parents[2]
@@ -222,9 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     summary = run(args, command="python -m locllm.cli.demo_recipe " + " ".join(argv))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(args.json, summary)
     return 0
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..data.outputs import write_picture_atomically
 from ..data.synth import render_scene
 from ..keypoints import KeypointSet
 from ..viz import draw_keypoints
@@ -53,6 +54,6 @@ def write_demo_pictures(localizer, keypoints: KeypointSet, labelled: list[str], 
             enlarged = (result.keypoints[:, :2] + 0.5) * ZOOM - 0.5
             picture = draw_keypoints(picture, enlarged, keypoints, visible=result.valid, labels=labels)
         path = out_dir / f"demo_{n:02d}.png"
-        cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+        write_picture_atomically(path, picture)  # a picture that cannot be written is an error, not a silent skip
         pictures.append(str(path))
     return {"pictures": pictures, "persons": people_done, "ms_per_person": 1000 * seconds / max(1, people_done)}

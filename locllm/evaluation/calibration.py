@@ -11,6 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..data.outputs import write_picture_atomically
+
 
 def reliability_bins(confidence, hit, bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(N,) confidences in [0, 1] and (N,) bool hits -> per bin (bins,): mean confidence, hit rate (NaN where
@@ -70,8 +72,7 @@ def draw_reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray]], p
                     cv2.LINE_AA)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), image)
-    return path
+    return write_picture_atomically(path, cv2.cvtColor(image, cv2.COLOR_BGR2RGB))  # drawn in OpenCV's BGR
 
 
 __all__ = ["draw_reliability_diagram", "expected_calibration_error", "reliability_bins"]
