@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import AutoModelForCausalLM, GenerationMixin
 from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.utils import logging as hf_logging
 
 from ..convert.gguf import resolve_base_path
 from ..prompts import IGNORE_INDEX
@@ -35,7 +36,16 @@ def build_projector(projector_type: str, vision_dim: int, text_dim: int) -> nn.M
 
 def load_language_model(name_or_path: str, **kwargs) -> nn.Module:
     """A causal LM from a folder, or from ``smollm2`` (the installed package's, see locllm.convert.gguf)."""
-    return AutoModelForCausalLM.from_pretrained(resolve_base_path(name_or_path), **kwargs)
+    if "num_hidden_layers" not in kwargs:
+        return AutoModelForCausalLM.from_pretrained(resolve_base_path(name_or_path), **kwargs)
+    # Keeping the first N layers leaves the others' tensors in the file, and transformers warns of each
+    # one as unexpected: expected here, so only errors are let through while it loads.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return AutoModelForCausalLM.from_pretrained(resolve_base_path(name_or_path), **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def kept_text_layers(config: LocLLMConfig) -> dict:

@@ -209,7 +209,7 @@ class CheckpointConfig:
 
 @dataclass
 class LoggingConfig:
-    every_steps: int = 10  # TensorBoard scalars
+    every_steps: int = 10  # TensorBoard scalars, and a log line when progress_bar is off
     tensorboard: bool = True  # write OUTPUT_DIR/tensorboard
     progress_bar: bool = True
 

@@ -288,10 +288,12 @@ def _save_checkpoint(accelerator: Accelerator, model, processor, config: TrainCo
 
 
 class StepLog:
-    """The main process's progress bar and TensorBoard scalars (``output_dir/tensorboard``)."""
+    """The main process's progress bar and TensorBoard scalars (``output_dir/tensorboard``); without the
+    bar (a run whose output goes to a file), a log line every ``logging.every_steps`` steps instead."""
 
     def __init__(self, config: TrainConfig, is_main_process: bool, total_steps: int, initial_step: int):
-        self.every_steps = config.logging.every_steps
+        self.every_steps, self.total_steps = config.logging.every_steps, total_steps
+        self.log_lines = is_main_process and not config.logging.progress_bar
         self.progress = tqdm(total=total_steps, initial=initial_step, desc="train", dynamic_ncols=True,
                              disable=not (is_main_process and config.logging.progress_bar))
         self.writer = None
@@ -304,6 +306,9 @@ class StepLog:
         self.progress.update(1)
         self.progress.set_postfix(loss=f"{scalars['loss']:.4f}", lr=f"{scalars['lr']:.2e}",
                                   samples_s=f"{scalars['samples_per_second']:.1f}")
+        if self.log_lines and (global_step % self.every_steps == 0 or global_step == self.total_steps):
+            logger.info("step %d/%d: loss %.4f, lr %.2e, %.2f samples/s", global_step, self.total_steps,
+                        scalars["loss"], scalars["lr"], scalars["samples_per_second"])
         if self.writer is not None and global_step % self.every_steps == 0:
             for name, value in scalars.items():
                 self.writer.add_scalar(f"train/{name}", value, global_step)

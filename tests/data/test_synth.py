@@ -11,7 +11,7 @@ import pytest
 
 from locllm.cli import main
 from locllm.data.synth import JOINT_NAMES, coco_self_check, generate_synthpose, joint_indices, render_scene
-from locllm.data.synth.figure import sample_figure
+from locllm.data.synth.figure import PARTS, sample_figure
 from locllm.keypoints import (
     COCO_KEYPOINTS,
     EXTRA_KEYPOINTS,
@@ -78,6 +78,22 @@ def test_render_scene_is_a_function_of_the_generator_state():
     np.testing.assert_array_equal(first[1][1]["keypoints"], second[1][1]["keypoints"])
     assert not np.array_equal(first[0], other[0])
 
+
+def test_part_labels_cover_the_drawn_parts_without_changing_the_scene():
+    image, persons = render_scene(np.random.default_rng(5), size=128, num_persons=2)
+    same_image, same_persons, labels = render_scene(np.random.default_rng(5), size=128, num_persons=2,
+                                                    part_labels=True)
+    np.testing.assert_array_equal(image, same_image)
+    np.testing.assert_array_equal(persons[1]["joints"], same_persons[1]["joints"])
+    assert labels.shape == (128, 128) and labels.dtype == np.uint8
+    assert set(np.unique(labels)) - {0} <= {1 + 16 * slot + i for slot in range(2) for i in range(len(PARTS))}
+    part = np.where(labels > 0, (labels.astype(int) - 1) % 16, -1)
+    red, blue = image[..., 0].astype(int), image[..., 2].astype(int)
+    for side, bluer in (("left", True), ("right", False)):  # left limbs are drawn blue, right ones red
+        limb = np.isin(part, [i for i, p in enumerate(PARTS) if p.name.startswith(side)])
+        assert limb.sum() > 50
+        assert ((blue > red) == bluer)[limb].mean() > 0.9
+    assert (labels == 0).mean() > 0.3  # background stays unlabelled
 
 def test_easy_single_figures_fill_their_crop():
     """The demo's crops: one figure, large, hardly ever cut by the border."""

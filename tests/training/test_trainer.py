@@ -135,6 +135,14 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(synth, tmp_path, monk
     assert all(torch.isfinite(v).all() for v in _trained(tmp_path / "run" / "checkpoints" / "step-0000002").values())
 
 
+def test_a_run_without_progress_bar_logs_its_steps(synth, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="locllm.training.trainer"):
+        train(_tiny_config(synth, tmp_path / "run", "optim.max_steps=3", "logging.every_steps=2"))
+    steps = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert [line.split(":")[0] for line in steps] == ["step 2/3", "step 3/3"]  # every 2 steps, and the last
+    assert all("loss" in line and "samples/s" in line for line in steps)
+
+
 def test_fresh_run_refuses_a_folder_with_checkpoints(synth, tmp_path):
     config = _tiny_config(synth, tmp_path / "run", "optim.max_steps=1")
     train(config)

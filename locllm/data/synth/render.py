@@ -94,8 +94,9 @@ def get_difficulty(name: str) -> Difficulty:
 
 
 def render_scene(
-    rng: np.random.Generator, size: int = 256, num_persons: int = 1, difficulty: str = "normal"
-) -> tuple[np.ndarray, list[dict]]:
+    rng: np.random.Generator, size: int = 256, num_persons: int = 1, difficulty: str = "normal",
+    part_labels: bool = False,
+) -> tuple[np.ndarray, list[dict]] | tuple[np.ndarray, list[dict], np.ndarray]:
     """Render one SynthPose image and label every figure in it.
 
     Args:
@@ -104,6 +105,8 @@ def render_scene(
         num_persons: figures in the scene (1 .. ``MAX_PERSONS``). A lone figure fills most of the
             image, as in a top-down person crop.
         difficulty: a key of ``DIFFICULTIES``.
+        part_labels: also return which body part each pixel shows (the same scene: no randomness is
+            spent on it).
 
     Returns:
         ``(image, persons)``: ``image`` is (size, size, 3) uint8 RGB. Each person is a dict of:
@@ -120,6 +123,9 @@ def render_scene(
         - ``area``: pixels of the figure as drawn alone, inside the image;
         - ``head_box``: (4,) x1, y1, x2, y2 of the head (MPII's head box, for PCKh);
         - ``camera``: the image's :class:`PinholeCamera` (shared by all its persons).
+
+        With ``part_labels``, a third element: the (size, size) uint8 map of the part each pixel shows,
+        0 for none, else ``1 + 16 * person + i`` for ``PARTS[i]`` (the nearest part, outline included).
     """
     if size < 32:
         raise ValueError(f"SynthPose images must be at least 32 px wide, got size={size}")
@@ -167,7 +173,7 @@ def render_scene(
 
     persons = [_label_person(slot, figures[slot], joints_camera[slot], orientations[slot], camera, labels,
                              *drawn[slot]) for slot in range(num_persons)]
-    return image, persons
+    return (image, persons, labels) if part_labels else (image, persons)
 
 
 def _layout(rng, size, num_persons, preset) -> list[tuple[np.ndarray, float]]:
