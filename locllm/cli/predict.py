@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.images import ImageReadError, read_image_rgb
-from ..data.outputs import check_output_file
+from ..data.outputs import check_not_replacing, check_output_file
 from ..engine.boxes import image_key, parse_box, read_detection_boxes
 from ..engine.report import prediction_report, requested_keypoints
 from ..engine.video import is_video
@@ -48,6 +48,7 @@ def add_parser(parser) -> None:
     parser.add_argument("--detect-every", type=int, default=1, metavar="N",
                         help="a video: find persons every N-th frame; between, follow each by its keypoints")
     add_json_argument(parser)
+    parser.add_argument("--overwrite", action="store_true", help="replace output files that exist (else refused)")
 
 
 def run(args) -> int:
@@ -67,6 +68,7 @@ def run(args) -> int:
     pictures = picture_targets(images, args.out) if args.out else {}
     if args.json:
         check_output_file(args.json, "JSON output")
+    check_not_replacing([*pictures.values(), *([args.json] if args.json else [])], args.overwrite)
     detections = None
     if args.boxes and Path(args.boxes).suffix == ".json":
         detections = read_detection_boxes(args.boxes, args.score_threshold)
@@ -140,6 +142,7 @@ def predict_video(args, paths: list[Path]) -> int:
     jsonl = Path(args.json or out.with_suffix(".jsonl"))
     check_output_file(out, "video output")
     check_output_file(jsonl, "JSON lines output")
+    check_not_replacing([out, jsonl], args.overwrite)
     checkpoint = args.checkpoint or demo_checkpoint()
     localizer = Localizer.from_pretrained(checkpoint, device=args.device, detector=args.detector,
                                           decoding=decoding_options(args, checkpoint))

@@ -31,6 +31,14 @@ def check_output_file(path: str | Path, what: str = "output") -> Path:
     return path
 
 
+def check_not_replacing(paths: list[str | Path], overwrite: bool) -> None:
+    """Refuse, before any work, output files that would replace existing ones, unless ``overwrite``."""
+    existing = [Path(path) for path in paths if Path(path).exists()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more of the outputs)" if len(existing) > 1 else ""
+        raise FileExistsError(f"{existing[0]} already exists{more}: choose another path, or replace it with --overwrite")
+
+
 def check_picture_file(path: str | Path) -> Path:
     """As :func:`check_output_file`, and the extension must be one OpenCV writes (``.png``, ``.jpg``, ...)."""
     path = Path(path)

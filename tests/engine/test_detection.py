@@ -212,11 +212,11 @@ def test_predict_with_a_detector(char_checkpoint, confident_detector, detectors,
     persons = json.loads(out.read_text())["images"][0]["persons"]
     np.testing.assert_allclose([p["box"] for p in persons], expected.boxes, atol=0.01)
     assert main(["predict", *common, "--detector", str(confident_detector), "--boxes", "1,2,30,40",
-                 "--json", str(out)]) == 0  # given boxes win
+                 "--json", str(out), "--overwrite"]) == 0  # given boxes win
     assert [p["box"] for p in json.loads(out.read_text())["images"][0]["persons"]] == [[1, 2, 30, 40]]
     capsys.readouterr()
     # the random RT-DETR scores every query about 0.33, under the default threshold of 0.5
-    assert main(["predict", *common, "--detector", str(detectors["rt_detr"]), "--json", str(out)]) == 0
+    assert main(["predict", *common, "--detector", str(detectors["rt_detr"]), "--json", str(out), "--overwrite"]) == 0
     assert "group.png: no person found" in capsys.readouterr().out
     assert json.loads(out.read_text())["images"][0]["persons"] == []
     assert main(["predict", *common, "--detector", str(char_checkpoint)]) == 1

@@ -199,6 +199,6 @@ def test_predict_a_video_with_the_localizers_detector(scene, clip, tmp_path, mon
     localize_video(own, clip, None, expected, detector=FakeDetector(decoded(clip), scene[1]), progress=False)
     assert read_lines(jsonl) == read_lines(expected) and detector.calls == list(range(FRAMES))
     assert main(["predict", str(clip), "--boxes", "1,2,30,40", "--out", str(tmp_path / "b.avi"),
-                 "--json", str(jsonl)]) == 0
+                 "--json", str(jsonl), "--overwrite"]) == 0
     assert detector.calls == list(range(FRAMES))  # typed boxes win: the detector was not asked again
     assert read_lines(jsonl)[0]["persons"][0]["box"] == [1.0, 2.0, 30.0, 40.0]

@@ -95,7 +95,7 @@ def test_failed_json_write_keeps_the_earlier_file(checkpoint, image, tmp_path, m
     earlier = tmp_path / "p.json"
     earlier.write_text('{"earlier": true}\n')
     fail_writes(monkeypatch, KeyboardInterrupt() if fault == "interrupt" else disk_full(), matching="p.json")
-    assert predict(checkpoint, image, "--json", earlier) == (130 if fault == "interrupt" else 1)
+    assert predict(checkpoint, image, "--json", earlier, "--overwrite") == (130 if fault == "interrupt" else 1)
     err = capsys.readouterr().err
     assert "interrupted" in err if fault == "interrupt" else "No space left on device" in one_line_error(err)
     assert json.loads(earlier.read_text()) == {"earlier": True} and leftovers(tmp_path) == []
@@ -111,6 +111,19 @@ def test_damaged_image_is_named_and_the_others_answered(checkpoint, image, tmp_p
     assert "1 of 2 images could not be read" in one_line_error(capsys.readouterr().err)
     report = json.loads((tmp_path / "p.json").read_text())
     assert report["persons"] == 1 and "bad.png" in report["images"][1]["error"]
+
+
+def test_existing_outputs_are_refused_before_any_work_and_replaced_only_with_overwrite(checkpoint, image, tmp_path,
+                                                                                      monkeypatch, capsys):
+    picture, report = tmp_path / "vis.png", tmp_path / "p.json"
+    report.write_text('{"earlier": true}\n')
+    with monkeypatch.context() as patch:
+        patch.setattr("locllm.engine.Localizer.from_pretrained", lambda *a, **k: pytest.fail("loaded a model"))
+        assert predict(checkpoint, image, "--out", picture, "--json", report) == 1
+    assert "p.json already exists" in one_line_error(capsys.readouterr().err)
+    assert json.loads(report.read_text()) == {"earlier": True} and not picture.exists()
+    assert predict(checkpoint, image, "--out", picture, "--json", report, "--overwrite") == 0
+    assert json.loads(report.read_text())["persons"] == 1 and picture.is_file()
 
 
 def test_image_folder_and_missing_image_are_one_line(checkpoint, tmp_path, no_inference, capsys):
