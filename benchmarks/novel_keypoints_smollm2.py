@@ -58,7 +58,7 @@ from locllm.evaluation.coco import evaluate_coco_keypoints
 from locllm.evaluation.pck import pck
 from locllm.keypoints import COCO_KEYPOINTS, EXTRA_KEYPOINTS, PAPER_HELD_OUT
 from locllm.models.processing_locllm import LocLLMImageProcessor
-from locllm.training.checkpoint import latest_checkpoint
+from locllm.training.checkpoint import latest_checkpoint, list_checkpoints
 from locllm.training.vision_pretrain import PatchClassifier, build_demo_tower
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,6 +79,7 @@ PART_CLASSES = ("background", *(part.name for part in PARTS), *FACE_JOINTS)
 TOWER = {"patch_size": 8, "hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, "mlp_ratio": 4}
 TRAIN_SEED, VAL_SEED = 0, 1
 ARMS = ("A", "B")
+CURVE_CROPS = 50
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -209,7 +210,7 @@ def arm_config(arm: str, out: Path, tower: Path, args) -> dict:
         "prompt": {"with_description": True, "max_rounds": 5},
         "optim": {"lr": args.lr, "weight_decay": 0.05, "warmup_steps": max(1, args.steps // 20), "schedule": "cosine",
                   "max_steps": args.steps, "batch_size": args.batch, "micro_batch_size": args.batch},
-        "checkpoint": {"every_steps": max(1, args.steps // 4), "keep_last": 1},
+        "checkpoint": {"every_steps": max(1, args.steps // 4), "keep_last": 4},  # all four: the learning curve
         "logging": {"tensorboard": False, "progress_bar": False, "every_steps": 10},
     }
 
@@ -221,7 +222,8 @@ def smollm2_folder() -> Path:
 
 
 def train_arms(out: Path, tower: Path, args) -> dict[str, dict]:
-    """Train the arms not trained yet, side by side, one thread each; their ``locllm train --json`` summaries."""
+    """Train the arms not trained yet, side by side, one thread each; their ``locllm train --json`` summaries
+    (``train_minutes``: the optimizer steps' time, start-up and checkpoint writing left out)."""
     running = {}
     for arm in ARMS:
         summary = out / f"arm_{arm}.train.json"
@@ -231,17 +233,15 @@ def train_arms(out: Path, tower: Path, args) -> dict[str, dict]:
         config_file.write_text(yaml.safe_dump(arm_config(arm, out, tower, args)))
         log = (out / f"arm_{arm}.log").open("w")
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        running[arm] = (subprocess.Popen([sys.executable, "-m", "locllm", "train", str(config_file), "--json",
-                                          str(summary)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT),
-                        time.perf_counter())
-    for arm, (process, started) in running.items():
+        running[arm] = subprocess.Popen([sys.executable, "-m", "locllm", "train", str(config_file), "--json",
+                                         str(summary)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    for arm, process in running.items():
         if process.wait():
             raise SystemExit(f"arm {arm} failed: see {out / f'arm_{arm}.log'}")
-        summary_file = out / f"arm_{arm}.train.json"
-        summary = json.loads(summary_file.read_text())
-        summary["wall_minutes"] = round((time.perf_counter() - started) / 60, 2)
-        summary_file.write_text(json.dumps(summary, indent=2))
-    return {arm: json.loads((out / f"arm_{arm}.train.json").read_text()) for arm in ARMS}
+    summaries = {arm: json.loads((out / f"arm_{arm}.train.json").read_text()) for arm in ARMS}
+    for summary in summaries.values():
+        summary["train_minutes"] = round(summary["global_step"] / summary["steps_per_second"] / 60, 1)
+    return summaries
 
 
 # ------------------------------------------------------------------------------------------ scores
@@ -293,9 +293,39 @@ def evaluate_arm(checkpoint: Path, val: dict) -> dict:
     seconds = time.perf_counter() - started
     predicted = np.stack([a.keypoints[:, :2] for a in answers])
     figures = scores(predicted, np.stack([a.scores for a in answers]), np.stack([a.valid for a in answers]), val)
+    figures["where_answers_land"] = nearest_types(predicted, np.stack([a.valid for a in answers]), val)
     figures["malformed_answers"] = int(sum((~a.valid).sum() for a in answers))
     figures["ms_per_person"] = round(1000 * seconds / len(answers), 1)
     return figures
+
+
+def nearest_types(predicted: np.ndarray, valid: np.ndarray, val: dict) -> dict:
+    """For each never-trained type: how often its answer lies nearest to its own true position, and which
+    other type's true position draws its answers most often (a model that maps an unseen name to a seen
+    type answers there)."""
+    truth = np.where(val["labelled"][..., None], val["points"], np.nan)  # (M, 23, 2)
+    report = {}
+    for name in (*HELD_OUT, *EXTRAS):
+        k = ASKED.index(name)
+        rows = np.flatnonzero(val["labelled"][:, k] & valid[:, k])
+        distances = np.linalg.norm(truth[rows] - predicted[rows, k][:, None], axis=-1)  # (R, 23)
+        nearest = np.nanargmin(distances, axis=1)
+        counts = np.bincount(nearest, minlength=len(ASKED)) / max(len(rows), 1)
+        others = np.delete(np.arange(len(ASKED)), k)
+        rival = others[np.argmax(counts[others])]
+        report[name] = {"itself": round(float(counts[k]), 3), "most_often_other": ASKED[rival],
+                        "its_share": round(float(counts[rival]), 3), "answers": int(len(rows))}
+    return report
+
+
+def learning_curve(out: Path, arm: str, val: dict, crops: int) -> dict:
+    """PCK@0.1 of each of the arm's earlier checkpoints on the first ``crops`` validation crops."""
+    curve = {}
+    for checkpoint in list_checkpoints(out / f"arm_{arm}")[:-1]:
+        figures = evaluate_arm(checkpoint, {key: value[:crops] for key, value in val.items()})
+        step = int(checkpoint.name.split("-")[-1])
+        curve[step] = {group: figures[group]["pck@0.1"] for group in GROUPS}
+    return curve
 
 
 def decoding_parity(checkpoint: Path, val: dict, persons: int) -> dict:
@@ -337,7 +367,7 @@ def table(results: dict) -> str:
             + " | " + " / ".join(f"{figures[g]['pck@0.1']:.3f}" for g in groups)
             + " | " + " / ".join(f"{figures[g]['pck@0.05']:.3f}" for g in groups)
             + " | " + " / ".join(f"{figures[n]['pck@0.1']:.2f}" for n in EXTRAS)
-            + " | " + (f"{train['wall_minutes']:.0f} min, {train['samples_per_second']:.2f} samples/s" if train else "-")
+            + " | " + (f"{train['train_minutes']:.0f} min, {train['samples_per_second']:.2f} samples/s" if train else "-")
             + " |")
     return "\n".join(lines)
 
@@ -382,7 +412,8 @@ def main() -> None:
     for arm in ARMS:
         checkpoint = latest_checkpoint(out / f"arm_{arm}")
         results["arms"][arm] = {"name": names[arm], "checkpoint": str(checkpoint), "train": summaries[arm],
-                                "scores": evaluate_arm(checkpoint, val)}
+                                "scores": evaluate_arm(checkpoint, val),
+                                f"pck@0.1_by_step_first_{CURVE_CROPS}_crops": learning_curve(out, arm, val, CURVE_CROPS)}
     results["decoding_parity_arm_A"] = decoding_parity(latest_checkpoint(out / "arm_A"), val, args.parity_persons)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     if args.publish:
