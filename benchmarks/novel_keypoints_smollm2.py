@@ -58,6 +58,7 @@ from locllm.evaluation.coco import evaluate_coco_keypoints
 from locllm.evaluation.pck import pck
 from locllm.keypoints import COCO_KEYPOINTS, EXTRA_KEYPOINTS, PAPER_HELD_OUT
 from locllm.models.processing_locllm import LocLLMImageProcessor
+from locllm.models.vision import patch_features
 from locllm.training.checkpoint import latest_checkpoint, list_checkpoints
 from locllm.training.vision_pretrain import PatchClassifier, build_demo_tower
 
@@ -181,6 +182,41 @@ def pretrain_tower(out: Path, train: dict, val: dict, steps: int, batch: int) ->
     model.save_pretrained(folder)
     report_file.write_text(json.dumps(report, indent=2))
     return folder, report
+
+
+def tower_probe(tower: Path, train: dict, val: dict, steps: int = 600) -> dict:
+    """A diagnostic, not an arm: can every asked type be read off the frozen tower's patch features by a
+    linear scorer per type (soft-argmax over the patch centres)? Trained with every type's labels (the
+    held-out and extra ones included, which no arm ever sees), it tells whether the tower carries where
+    they are; PCK@0.1 per group on the validation crops."""
+    model = PatchClassifier.from_pretrained(tower).tower.eval()
+    pixels = LocLLMImageProcessor(CROP_SIZE).normalize
+    with torch.no_grad():
+        features = {name: torch.cat([patch_features(model, pixels(list(data["crops"][i:i + 256])))
+                                     for i in range(0, len(data["crops"]), 256)])
+                    for name, data in (("train", train), ("val", val))}
+    patch, grid = TOWER["patch_size"], CROP_SIZE // TOWER["patch_size"]
+    centres = torch.stack(torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="xy"), -1)
+    centres = (centres.reshape(-1, 2).float() * patch + (patch - 1) / 2)  # (N, 2) x, y in crop pixels
+    head = torch.nn.Linear(TOWER["hidden_size"], len(ASKED))
+    optimizer = torch.optim.AdamW(head.parameters(), lr=3e-3)
+    generator = np.random.default_rng(0)
+
+    def answer(rows: torch.Tensor) -> torch.Tensor:
+        return head(rows).transpose(1, 2).softmax(-1) @ centres  # (B, K, 2)
+
+    for _ in range(steps):
+        index = generator.integers(0, len(train["crops"]), 64)
+        mask = torch.from_numpy(train["labelled"][index])
+        error = (answer(features["train"][index]) - torch.from_numpy(train["points"][index])).norm(dim=-1)
+        loss = error[mask].mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        predicted = answer(features["val"]).numpy().astype(np.float64)
+    figures = scores(predicted, np.ones(val["labelled"].shape), np.ones(val["labelled"].shape, dtype=bool), val)
+    return {group: figures[group]["pck@0.1"] for group in (*GROUPS, *EXTRAS)}
 
 
 # ------------------------------------------------------------------------------------------- arms
@@ -403,6 +439,7 @@ def main() -> None:
                      "train_crops": args.train, "val_crops": args.val, "layers": args.layers, "steps": args.steps,
                      "batch": args.batch, "lr": args.lr, "max_rounds": 5, "extra_sigmas": EXTRA_SIGMAS},
         "tower": tower_report,
+        "tower_probe_pck@0.1": tower_probe(tower, train, val),
         "floor": scores(np.broadcast_to(floor, val["points"].shape), np.ones(val["labelled"].shape),
                         np.ones(val["labelled"].shape, dtype=bool), val),
         "arms": {},
