@@ -49,6 +49,7 @@ import yaml
 from pycocotools.coco import COCO
 from transformers import AutoConfig, Dinov2Config
 
+from locllm.convert.gguf import resolve_base_path
 from locllm.data.geometry import PIXEL_STD, crop_image, get_affine_transform, image_to_crop
 from locllm.data.synth.demo import CROP_SIZE, DEFAULT_DIFFICULTY, RENDER_SIZES, crop_geometry, make_crops
 from locllm.data.synth.figure import FACE_JOINTS, PARTS
@@ -223,11 +224,11 @@ def tower_probe(tower: Path, train: dict, val: dict, steps: int = 600) -> dict:
 
 
 def arm_config(arm: str, out: Path, tower: Path, args) -> dict:
-    smollm2 = AutoConfig.from_pretrained(smollm2_folder())
     if arm == "A":
         text = {"text_model_name_or_path": "smollm2", "text_num_layers": args.layers, "lora_text": True,
                 "train_text_base": False}
     else:  # the same architecture, randomly initialised, trained in full
+        smollm2 = AutoConfig.from_pretrained(resolve_base_path("smollm2"))
         fields = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim",
                   "vocab_size", "rms_norm_eps", "tie_word_embeddings", "bos_token_id", "eos_token_id",
                   "pad_token_id", "max_position_embeddings")
@@ -249,12 +250,6 @@ def arm_config(arm: str, out: Path, tower: Path, args) -> dict:
         "checkpoint": {"every_steps": max(1, args.steps // 4), "keep_last": 4},  # all four: the learning curve
         "logging": {"tensorboard": False, "progress_bar": False, "every_steps": 10},
     }
-
-
-def smollm2_folder() -> Path:
-    from locllm.convert.gguf import smollm2_folder as folder
-
-    return folder()
 
 
 def train_arms(out: Path, tower: Path, args) -> dict[str, dict]:

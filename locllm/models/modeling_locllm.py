@@ -36,12 +36,11 @@ def build_projector(projector_type: str, vision_dim: int, text_dim: int) -> nn.M
 
 def load_language_model(name_or_path: str, **kwargs) -> nn.Module:
     """A causal LM from a folder, or from ``smollm2`` (the installed package's, see locllm.convert.gguf)."""
-    if "num_hidden_layers" not in kwargs:
-        return AutoModelForCausalLM.from_pretrained(resolve_base_path(name_or_path), **kwargs)
     # Keeping the first N layers leaves the others' tensors in the file, and transformers warns of each
-    # one as unexpected: expected here, so only errors are let through while it loads.
+    # one as unexpected: expected then, so only errors are let through while it loads.
     verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
+    if "num_hidden_layers" in kwargs:
+        hf_logging.set_verbosity_error()
     try:
         return AutoModelForCausalLM.from_pretrained(resolve_base_path(name_or_path), **kwargs)
     finally:

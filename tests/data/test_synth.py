@@ -95,6 +95,7 @@ def test_part_labels_cover_the_drawn_parts_without_changing_the_scene():
         assert ((blue > red) == bluer)[limb].mean() > 0.9
     assert (labels == 0).mean() > 0.3  # background stays unlabelled
 
+
 def test_easy_single_figures_fill_their_crop():
     """The demo's crops: one figure, large, hardly ever cut by the border."""
     rng = np.random.default_rng(1)
