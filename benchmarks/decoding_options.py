@@ -1,7 +1,7 @@
 """Fast mode's decoding options on held-out SynthPose scenes: AP, PCK, ECE and ms/person, alone and combined.
 
-    PYTHONPATH=. python benchmarks/decoding_options.py --fit /work/data/i20/s13 \\
-        --sets s12=/work/data/i20/s12 s11=/work/data/s11 \\
+    PYTHONPATH=. python benchmarks/decoding_options.py --fit data/s13 \\
+        --sets s12=data/s12 s11=data/s11 \\
         --json benchmarks/results/decoding_options.json --diagram docs/reliability.png
 
 Every folder is a ``locllm synth`` output (its ``annotations/train.json`` and ``images``); the demo checkpoint

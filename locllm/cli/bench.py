@@ -7,12 +7,12 @@
 
 from __future__ import annotations
 
-from .common import add_json_argument, write_json
+from .common import add_json_argument, positive_int, write_json
 
 
 def add_parser(parser) -> None:
     parser.add_argument("--config", choices=("tiny", "small", "paper"), default="small")
-    parser.add_argument("--persons", type=int, default=8, help="persons per run (one batch in fast mode)")
+    parser.add_argument("--persons", type=positive_int, default=8, help="persons per run (one batch in fast mode)")
     parser.add_argument("--keypoints", default="coco")
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
@@ -20,8 +20,8 @@ def add_parser(parser) -> None:
     parser.add_argument("--tokenizer", help="a Hugging Face tokenizer folder, or smollm2 (default: the word-level demo tokenizer)")
     parser.add_argument("--base", help="a causal LM folder, or smollm2, instead of the config's random LM "
                         "(the tokenizer then defaults to its own)")
-    parser.add_argument("--base-layers", type=int, metavar="N", help="keep the first N layers of --base")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--base-layers", type=positive_int, metavar="N", help="keep the first N layers of --base")
+    parser.add_argument("--repeats", type=positive_int, default=2)
     add_json_argument(parser)
 
 

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 from ..data.outputs import check_output_file, write_text_atomically
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (a count of persons, repeats, layers), refused in one line otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def add_json_argument(parser) -> None:

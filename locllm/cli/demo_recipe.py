@@ -221,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    if not CONFIGS.is_dir():  # the stage configs live in the repository, not in an installed wheel
+        print(f"demo_recipe: error: {CONFIGS} not found: the demo recipe trains from the repository's "
+              "configs/synthpose; run it from a source checkout of locllm", file=sys.stderr)
+        return 2
     summary = run(args, command="python -m locllm.cli.demo_recipe " + " ".join(argv))
     write_json(args.json, summary)
     return 0

@@ -84,10 +84,10 @@ def run(args) -> int:
     from ..engine import Localizer
     from ..engine.demo import demo_checkpoint
     from ..engine.detector_boxes import detector_boxes_file
-    from ..engine.hub import resolve_pretrained
     from ..evaluation.distributed import evaluation_ranks
     from ..evaluation.loop import run_evaluation
     from ..evaluation.tasks import asked_keypoints, build_task
+    from ..models.hub import resolve_pretrained
     from .eval_report import format_report
 
     if args.batch_size < 1:

@@ -20,7 +20,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModelForObjectDetec
 from transformers.models.auto.modeling_auto import MODEL_FOR_OBJECT_DETECTION_MAPPING
 
 from ..data.images import read_image_rgb
-from .hub import resolve_pretrained
+from ..models.hub import HUB_KWARGS, resolve_pretrained
 
 PERSON = "person"
 
@@ -64,9 +64,11 @@ class PersonDetector:
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device | None = None,
                         **options) -> PersonDetector:
-        """A detector folder, or a Hugging Face Hub repo id (see :func:`~.hub.resolve_pretrained`); ``options``
-        as in the class. A folder holding some other model is one ValueError saying what it holds."""
-        folder = resolve_pretrained(name_or_path)
+        """A detector folder, or a Hugging Face Hub repo id (see :func:`~locllm.models.hub.resolve_pretrained`); ``options``
+        as in the class, and the Hub keywords of transformers (``revision``, ``cache_dir``, ... see
+        :data:`~locllm.models.hub.HUB_KWARGS`). A folder holding some other model is one ValueError saying what it
+        holds."""
+        folder = resolve_pretrained(name_or_path, **{key: options.pop(key) for key in HUB_KWARGS if key in options})
         try:
             config = AutoConfig.from_pretrained(folder)
         except (OSError, ValueError) as err:

@@ -33,11 +33,11 @@ from ..keypoints import Keypoint, KeypointSet, normalize_name, resolve_keypoints
 from ..keypoints.sets import all_known_keypoints
 from ..models import LocLLMConfig
 from ..models.clip_baseline import CLIPBaselineConfig
+from ..models.hub import HUB_KWARGS, resolve_pretrained
 from ..models.processing_locllm import CLIPBaselineProcessor, LocLLMProcessor
 from .calibration import Calibration
 from .detection import Detections, PersonDetector
 from .heatmap_answerer import HeatmapAnswerer
-from .hub import resolve_pretrained
 from .refinement import DecodingOptions
 from .text_answerer import TextAnswerer
 
@@ -152,8 +152,10 @@ class Localizer:
         """Load model, processor and (if the checkpoint has one) its ``descriptions.json``; the checkpoint's
         ``model_type`` picks the model class (through ``AutoModel``), the processor and the answering strategy.
         ``checkpoint`` and ``detector`` are folders or Hugging Face Hub repo ids (``detector`` may also be a
-        loaded detector, see the class)."""
-        folder = resolve_pretrained(checkpoint)
+        loaded detector, see the class). The Hub keywords of transformers (``cache_dir``, ``force_download``,
+        ``local_files_only``, ``token``, ``revision``, ``proxies``, ``subfolder``) pick the checkpoint's files as
+        they do there; other keywords go to the class."""
+        folder = resolve_pretrained(checkpoint, **{key: kwargs.pop(key) for key in HUB_KWARGS if key in kwargs})
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"{folder} is not a checkpoint folder (no config.json)")
         try:

@@ -13,6 +13,7 @@ A checkpoint folder holds::
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,13 +26,45 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from ..data.tensor_files import load_tensor_file
+from .hub import resolve_pretrained
 
 TRAINED_WEIGHTS = "trained.safetensors"
 BASE_WEIGHTS = "base.safetensors"
 
-# Keywords the Auto classes add to every from_pretrained call; accepted when they ask for nothing
-# (a checkpoint is a local folder: no revision to pick, no adapter to stack, no remote code to run).
-_AUTO_CLASS_KWARGS = ("_from_auto", "adapter_kwargs", "revision", "trust_remote_code")
+# Keywords of transformers' from_pretrained (several passed by every Auto-class call) that have no meaning for
+# our checkpoints, with the values that ask for nothing; any other value is refused, as is an unknown keyword.
+# Our code is this package's (no remote code to trust), weights are safetensors, and LoRA lives in
+# trained.safetensors (no adapter stacked on top).
+_WITHOUT_MEANING_HERE: dict[str, tuple | Callable] = {
+    "_from_auto": lambda value: True,
+    "_from_pipeline": lambda value: True,
+    "trust_remote_code": lambda value: True,
+    "code_revision": lambda value: True,
+    "_commit_hash": lambda value: True,
+    "low_cpu_mem_usage": lambda value: True,
+    "adapter_kwargs": lambda value: not (value or {}).get("_adapter_model_path"),
+    "adapter_name": (None, "default"),
+    "use_safetensors": (None, True),
+    "weights_only": (True,),
+    "variant": (None,),
+    "gguf_file": (None,),
+    "from_tf": (None, False),
+    "from_flax": (None, False),
+    "state_dict": (None,),
+    "output_loading_info": (None, False),
+    "quantization_config": (None,),
+    "load_in_8bit": (None, False),
+    "load_in_4bit": (None, False),
+    "key_mapping": (None,),
+    "tp_plan": (None,),
+    "tp_size": (None,),
+    "device_mesh": (None,),
+    "offload_folder": (None,),
+    "offload_state_dict": (None, False),
+    "max_memory": (None,),
+    "use_kernels": (None, False),
+    "generation_config": (None,),
+}
 
 
 def read_checkpoint_config(folder: str | Path, config_class: type[PretrainedConfig]) -> PretrainedConfig:
@@ -200,26 +233,37 @@ class PreTrainedModelOnBases(PreTrainedModel):
         save_file(_untie(state), out / BASE_WEIGHTS)
 
     @classmethod
-    def from_pretrained(cls, checkpoint: str | Path, *, config: PretrainedConfig | None = None,
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args,
+                        config: PretrainedConfig | str | os.PathLike | None = None,
                         dtype: torch.dtype | str | None = None, device: str | torch.device | None = None,
                         device_map: str | int | torch.device | None = None, attn_implementation: str | None = None,
-                        **kwargs):
+                        cache_dir: str | os.PathLike | None = None, force_download: bool = False,
+                        local_files_only: bool = False, token: str | bool | None = None, revision: str | None = None,
+                        proxies: dict[str, str] | None = None, subfolder: str = "", **kwargs):
         """Rebuild the model from its bases and load the checkpoint's weights (safetensors only).
 
         Args:
-            checkpoint: a checkpoint folder (see the module docstring).
-            config: use this config instead of the folder's ``config.json`` (as the Auto classes do).
+            pretrained_model_name_or_path: a checkpoint folder (see the module docstring) or a Hugging Face Hub
+                repo id holding one.
+            config: use this config (or the config of this folder) instead of the checkpoint's ``config.json``.
             dtype: of the frozen bases (a ``torch.dtype`` or its name, e.g. ``"bfloat16"``); trained
-                weights stay fp32.
+                weights stay fp32. ``torch_dtype`` is its older name.
             device / device_map: the one device the model goes to (named bases are loaded there).
             attn_implementation: ``"sdpa"``, ``"eager"``, ... for both bases.
+            cache_dir, force_download, local_files_only, token, revision, proxies, subfolder: where a repo id's
+                files come from, as in transformers (see :func:`~locllm.models.hub.resolve_pretrained`).
 
-        Other keywords raise TypeError, except those the Auto classes add when they ask for nothing.
+        Every other keyword transformers' ``from_pretrained`` takes is accepted at its default value (the Auto
+        classes pass several); a value that asks for what a two-file safetensors checkpoint cannot do (another
+        weights format, quantization, an adapter on top, returned loading info, ...) is one clear error. A keyword
+        transformers does not know either is a TypeError.
         """
-        _check_auto_class_kwargs(cls, kwargs)
-        folder = Path(checkpoint)
-        if config is None:
-            config = read_checkpoint_config(folder, cls.config_class)
+        dtype = _accept_transformers_kwargs(cls, model_args, kwargs, dtype)
+        folder = resolve_pretrained(pretrained_model_name_or_path, cache_dir=cache_dir, force_download=force_download,
+                                    local_files_only=local_files_only, token=token, revision=revision,
+                                    proxies=proxies, subfolder=subfolder)
+        if config is None or isinstance(config, (str, os.PathLike)):
+            config = read_checkpoint_config(folder if config is None else Path(config), cls.config_class)
         elif not isinstance(config, cls.config_class):
             raise TypeError(f"config must be a {cls.config_class.__name__}, got {type(config).__name__}")
         device = _one_device(device, device_map)
@@ -256,15 +300,28 @@ class PreTrainedModelOnBases(PreTrainedModel):
         self._keep_trainable_fp32()
 
 
-def _check_auto_class_kwargs(cls: type, kwargs: dict) -> None:
-    unsupported = sorted(k for k in kwargs if k not in _AUTO_CLASS_KWARGS)
-    if unsupported:
-        raise TypeError(f"{cls.__name__}.from_pretrained() does not support {', '.join(unsupported)} "
-                        "(supported: config, dtype, device, device_map, attn_implementation)")
-    if kwargs.get("revision") is not None:
-        raise ValueError("a checkpoint is a local folder: revision must be None")
-    if (kwargs.get("adapter_kwargs") or {}).get("_adapter_model_path"):
-        raise ValueError("a checkpoint carries its LoRA in trained.safetensors; a separate peft adapter is not supported")
+def _accept_transformers_kwargs(cls: type, model_args: tuple, kwargs: dict, dtype):
+    """The ``dtype`` asked (``torch_dtype`` is its older name), once every other keyword is known to ask for
+    nothing this model cannot give; see :meth:`PreTrainedModelOnBases.from_pretrained`."""
+    if model_args:
+        raise TypeError(f"{cls.__name__}.from_pretrained() takes no positional model arguments (the config says all)")
+    older_dtype = kwargs.pop("torch_dtype", None)
+    if older_dtype is not None:
+        if dtype is not None:
+            raise TypeError("give dtype or torch_dtype, not both")
+        dtype = older_dtype
+    unknown = sorted(k for k in kwargs if k not in _WITHOUT_MEANING_HERE)
+    if unknown:
+        raise TypeError(f"{cls.__name__}.from_pretrained() does not support {', '.join(unknown)}")
+    for name, value in kwargs.items():
+        accepted = _WITHOUT_MEANING_HERE[name]
+        if not (accepted(value) if callable(accepted) else value in accepted):
+            raise TypeError(f"{cls.__name__}.from_pretrained() does not support {name}={value!r}: "
+                            f"a {cls.config_class.model_type} checkpoint is {TRAINED_WEIGHTS} (+ {BASE_WEIGHTS}) "
+                            "loaded as it is; leave it out")
+    if dtype == "auto":  # transformers: the checkpoint's own dtype; ours are fp32 with bases as loaded
+        dtype = None
+    return dtype
 
 
 def _one_device(device, device_map) -> torch.device | None:

@@ -21,3 +21,13 @@ def test_bench_runs_both_modes_and_measures_what_each_costs(tmp_path):
     # the reference caches 17 padded prompts per person, each with the image prefix; the fast path the
     # prefix once (tiny's prefix is 16 image tokens: the gap grows with the image, 4x on the paper's)
     assert 0 < result["fast_kv_cache_mib_per_person"] < result["reference_kv_cache_mib_per_person"]
+
+
+@pytest.mark.parametrize("option, value", [("--persons", "0"), ("--repeats", "-1"), ("--base-layers", "0"),
+                                           ("--persons", "two")])
+def test_a_count_below_one_is_one_line_before_any_work(option, value, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--config", "tiny", option, value])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}:" in err and "Traceback" not in err

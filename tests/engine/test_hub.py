@@ -9,10 +9,13 @@ import cv2
 import huggingface_hub.constants
 import numpy as np
 import pytest
+import torch
+from transformers import AutoModel
 
 from locllm.cli import main
 from locllm.engine import Localizer, PersonDetector
-from locllm.engine.hub import resolve_pretrained
+from locllm.models import LocLLMForKeypointLocalization
+from locllm.models.hub import resolve_pretrained
 
 from .test_detection import tiny_detector
 from .test_localizer import IMAGE
@@ -20,14 +23,15 @@ from .test_localizer import IMAGE
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 
-def populate_hub_cache(cache, repo_id: str, folder) -> None:
+def populate_hub_cache(cache, repo_id: str, folder, subfolder: str = "") -> None:
     """Put ``folder``'s files in ``cache`` as a download of ``repo_id`` leaves them: the contents in
-    ``blobs/<sha256>``, ``snapshots/<revision>/<name>`` links to them, ``refs/main`` naming the revision."""
+    ``blobs/<sha256>``, ``snapshots/<revision>/[subfolder/]<name>`` links to them, ``refs/main`` naming the
+    revision."""
     repo = cache / f"models--{repo_id.replace('/', '--')}"
     (repo / "blobs").mkdir(parents=True)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(REVISION)
-    snapshot = repo / "snapshots" / REVISION
+    snapshot = repo / "snapshots" / REVISION / subfolder
     snapshot.mkdir(parents=True)
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
         data = path.read_bytes()
@@ -85,6 +89,28 @@ def test_a_repo_id_not_in_the_offline_cache_is_one_clear_error(offline_hub, tmp_
 
 
 def test_an_existing_folder_never_asks_the_hub(char_checkpoint, monkeypatch):
-    monkeypatch.setattr("locllm.engine.hub.snapshot_download", lambda *a, **k: pytest.fail("asked the Hub"))
+    monkeypatch.setattr("locllm.models.hub.snapshot_download", lambda *a, **k: pytest.fail("asked the Hub"))
     assert resolve_pretrained(char_checkpoint) == char_checkpoint
     assert resolve_pretrained(str(char_checkpoint)) == char_checkpoint
+
+
+def test_the_hub_keywords_of_transformers_pick_a_repo_ids_files(offline_hub, char_checkpoint, tmp_path):
+    """cache_dir, local_files_only, revision, subfolder (and token, proxies, force_download at their defaults)
+    mean what they mean in transformers, for the Auto classes, the model class and the Localizer alike."""
+    elsewhere = tmp_path / "elsewhere"
+    populate_hub_cache(elsewhere, "org/collection", char_checkpoint, subfolder="locllm")
+    hub = {"cache_dir": elsewhere, "local_files_only": True, "revision": REVISION, "subfolder": "locllm",
+           "token": None, "proxies": None, "force_download": False}
+    expected = LocLLMForKeypointLocalization.from_pretrained(char_checkpoint).state_dict()
+    for model in (AutoModel.from_pretrained("org/collection", **hub),
+                  LocLLMForKeypointLocalization.from_pretrained("org/collection", **hub),
+                  Localizer.from_pretrained("org/collection", device="cpu", **hub).model):
+        assert type(model) is LocLLMForKeypointLocalization
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(value, expected[key], rtol=0, atol=0)
+    with pytest.raises(FileNotFoundError, match="org/collection: no such folder"):  # not in the default cache
+        Localizer.from_pretrained("org/collection", device="cpu", subfolder="locllm")
+    with pytest.raises(FileNotFoundError, match="no subfolder 'other'"):
+        Localizer.from_pretrained("org/collection", device="cpu", **{**hub, "subfolder": "other"})
+    with pytest.raises(FileNotFoundError, match="org/collection: no such folder"):  # a revision not in the cache
+        LocLLMForKeypointLocalization.from_pretrained("org/collection", **{**hub, "revision": "f" * 40})

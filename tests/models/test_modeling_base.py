@@ -1,5 +1,7 @@
 """The shared model base: Auto-class dispatch, Hugging Face keywords of from_pretrained / save_pretrained."""
 
+import inspect
+import shutil
 from pathlib import Path
 
 import pytest
@@ -86,7 +88,57 @@ def test_hugging_face_keywords_reach_the_bases(clip_checkpoint):
     assert clip.head.layers[-1].weight.dtype == torch.float32
 
 
+def test_every_keyword_the_auto_classes_name_is_accepted(tmp_path, monkeypatch):
+    """Each keyword transformers' Auto classes put in their from_pretrained signature (the Hub keywords: cache_dir,
+    force_download, ...) is passed, with a value of its own, and accepted: a new transformers release that adds
+    one fails here first. The model class is given the keywords the Auto class sends, not a list of ours."""
+    from transformers.models.auto.auto_factory import _BaseAutoModelClass
+
+    named = [p for p in inspect.signature(_BaseAutoModelClass.from_pretrained).parameters.values()
+             if p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in
+                                              ("cls", "pretrained_model_name_or_path"))]
+    assert {"cache_dir", "force_download", "local_files_only", "token", "revision", "proxies", "subfolder"} <= {
+        p.name for p in named}
+    (tmp_path / "outer").mkdir()
+    shutil.copytree(DEMO, tmp_path / "outer" / "demo")
+    values = {"cache_dir": tmp_path / "cache", "force_download": True, "local_files_only": True, "token": False,
+              "revision": "main", "proxies": {"https": "http://127.0.0.1:9"}, "subfolder": "demo", "config": None}
+    unknown = [p.name for p in named if p.name not in values]
+    assert not unknown, f"transformers' Auto classes take new keywords {unknown}: give them a meaning here"
+    received = {}
+    own = LocLLMForKeypointLocalization.from_pretrained.__func__
+
+    def recording(cls, *args, **kwargs):
+        received.update(kwargs)
+        return own(cls, *args, **kwargs)
+
+    monkeypatch.setattr(LocLLMForKeypointLocalization, "from_pretrained", classmethod(recording))
+    model = AutoModel.from_pretrained(tmp_path / "outer", **values)
+    assert type(model) is LocLLMForKeypointLocalization
+    assert {"cache_dir", "force_download", "local_files_only", "proxies", "subfolder", "_from_auto"} <= set(received)
+    reference = LocLLMForKeypointLocalization.from_pretrained(DEMO, torch_dtype=torch.float32)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, reference.state_dict()[key], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("keyword, value", [
+    ("use_safetensors", False), ("weights_only", False), ("gguf_file", "model.gguf"), ("variant", "fp16"),
+    ("from_tf", True), ("output_loading_info", True), ("state_dict", {}), ("load_in_4bit", True),
+    ("adapter_kwargs", {"_adapter_model_path": "somewhere"}),
+])
+def test_a_keyword_without_meaning_here_is_refused_only_when_it_asks_for_something(keyword, value):
+    default = {"use_safetensors": True, "weights_only": True, "adapter_kwargs": {}, "from_tf": False,
+               "output_loading_info": False, "load_in_4bit": False}.get(keyword)
+    LocLLMForKeypointLocalization.from_pretrained(DEMO, **{keyword: default})
+    with pytest.raises(TypeError, match=f"does not support {keyword}=.*leave it out"):
+        LocLLMForKeypointLocalization.from_pretrained(DEMO, **{keyword: value})
+
+
 def test_unsupported_keywords_are_refused(tmp_path):
+    with pytest.raises(TypeError, match="does not support no_such_keyword"):
+        LocLLMForKeypointLocalization.from_pretrained(DEMO, no_such_keyword=1)
+    with pytest.raises(TypeError, match="not both"):
+        LocLLMForKeypointLocalization.from_pretrained(DEMO, dtype="float32", torch_dtype="float32")
     with pytest.raises(TypeError, match="does not support load_in_8bit"):
         LocLLMForKeypointLocalization.from_pretrained(DEMO, load_in_8bit=True)
     with pytest.raises(TypeError, match="does not support quantization_config"):
