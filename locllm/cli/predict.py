@@ -20,7 +20,7 @@ import numpy as np
 from ..data.images import ImageReadError, read_image_rgb
 from ..data.outputs import check_not_replacing, check_output_file
 from ..engine.boxes import image_key, parse_box, read_detection_boxes
-from ..engine.report import prediction_report, requested_keypoints
+from ..engine.report import prediction_report, requested_keypoints, unreadable_message
 from ..engine.video import is_video
 from .common import add_json_argument, write_json
 from .decoding_args import add_decoding_arguments, decoding_options
@@ -81,6 +81,7 @@ def run(args) -> int:
     localizer = Localizer.from_pretrained(checkpoint, device=args.device, detector=args.detector,
                                           decoding=decoding_options(args, checkpoint))
     kp_set, novel = requested_keypoints(args.keypoints, args.describe, localizer.keypoint_set)
+    warn_unreadable(localizer, kp_set)
 
     report, errors, seconds, unwritten = [], {}, 0.0, []
     # Images go to the localizer a group at a time, so persons of different images share batches
@@ -147,6 +148,7 @@ def predict_video(args, paths: list[Path]) -> int:
     localizer = Localizer.from_pretrained(checkpoint, device=args.device, detector=args.detector,
                                           decoding=decoding_options(args, checkpoint))
     kp_set, _ = requested_keypoints(args.keypoints, args.describe, localizer.keypoint_set)
+    warn_unreadable(localizer, kp_set)
     detector = localizer if localizer.detector is not None else None
     if args.boxes:  # typed boxes win over a detector, as for images
         detector = FixedBoxes(parse_box(args.boxes))
@@ -157,3 +159,9 @@ def predict_video(args, paths: list[Path]) -> int:
         print(f"{paths[0].name}: {summary.skipped} frames could not be decoded (skipped; the others written)",
               file=sys.stderr)
     return 0
+
+
+def warn_unreadable(localizer, kp_set) -> None:
+    message = unreadable_message(localizer.unreadable_keypoints(kp_set))
+    if message:
+        print(f"warning: {message}", file=sys.stderr)

@@ -107,3 +107,23 @@ def staged_folder(out_dir: str | Path) -> Iterator[Path]:
         shutil.rmtree(earlier, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def staged_files(paths: list[str | Path | None]) -> Iterator[list[Path | None]]:
+    """Temporary siblings to write several output files into (streams: a video, its JSON lines), each with
+    its target's extension (a container is chosen by it); all renamed into place when the block ends
+    without an error, all removed otherwise, so an interrupted run keeps every earlier output byte for byte
+    and a killed one leaves no half-written file at a target's name. ``None`` entries stay ``None``."""
+    targets = [None if path is None else Path(path) for path in paths]
+    temporaries = [None if target is None else target.with_name(f".{target.stem}.partial-{os.getpid()}{target.suffix}")
+                   for target in targets]
+    try:
+        yield temporaries
+        for temporary, target in zip(temporaries, targets, strict=True):
+            if temporary is not None and temporary.exists():
+                os.replace(temporary, target)
+    finally:
+        for temporary in temporaries:
+            if temporary is not None:
+                temporary.unlink(missing_ok=True)

@@ -71,7 +71,9 @@ class PersonKeypoints:
     ``keypoints`` (K, 2) image pixels x, y (3D models: (K, 3) with root-relative depth in mm), NaN
     where the answer did not parse; ``scores`` (K,) in [0, 1] (0 where invalid); ``valid`` (K,);
     ``score`` the person's mean keypoint score; ``error`` says why a person got no answer at all
-    (e.g. an empty box), in which case the arrays are NaN / zero.
+    (e.g. an empty box), in which case the arrays are NaN / zero. ``unreadable`` names the keypoints whose
+    question the model's tokenizer could not read (:meth:`Localizer.unreadable_keypoints`): their answers are
+    kept, their scores are 0, not a confidence in an answer to a question never read.
     """
 
     box: np.ndarray
@@ -81,6 +83,7 @@ class PersonKeypoints:
     valid: np.ndarray
     answers: list[str] = field(default_factory=list)
     error: str | None = None
+    unreadable: frozenset[str] = frozenset()  # keypoints whose question the tokenizer could not read (scored 0)
 
     @property
     def score(self) -> float:
@@ -93,7 +96,8 @@ class PersonKeypoints:
             "error": self.error,
             "keypoints": {
                 name: {"xy": None if not ok else [round(float(v), 2) for v in point],
-                       "score": round(float(s), 4), "answer": answer}
+                       "score": round(float(s), 4), "answer": answer,
+                       **({"unreadable_question": True} if name in self.unreadable else {})}
                 for name, point, s, ok, answer in zip(self.names, self.keypoints, self.scores, self.valid,
                                                       self.answers or [""] * len(self.names), strict=True)
             },
@@ -291,6 +295,7 @@ class Localizer:
         pixel_values = torch.cat([c.pixel_values for _, c in crops])
         centers = np.concatenate([c.centers for _, c in crops])
         scales = np.concatenate([c.scales for _, c in crops])
+        unreadable = frozenset(self.unreadable_keypoints(kp_set))
         for start in range(0, len(where), self.persons_per_batch):
             chunk = slice(start, start + self.persons_per_batch)
             normalized, scores, valid, texts = self._answer_crops(pixel_values[chunk], kp_set, mode)
@@ -298,8 +303,23 @@ class Localizer:
                 n = start + p
                 coords = normalized[p]
                 coords[:, :2] = self.processor.image_processor.crop_to_image(coords[:, :2], centers[n], scales[n])
-                results[i][j] = PersonKeypoints(person_boxes[n], kp_set.names, coords, scores[p], valid[p], texts[p])
+                results[i][j] = PersonKeypoints(person_boxes[n], kp_set.names, coords, scores[p], valid[p], texts[p],
+                                                unreadable=unreadable)
         return results
+
+    def unreadable_keypoints(self, keypoints) -> list[str]:
+        """The asked keypoints whose question the model cannot read: at least half of the tokens of their name
+        and description are the tokenizer's unknown token (a script or words its vocabulary lacks). A
+        byte-level tokenizer, which has no unknown token, reads every text."""
+        tokenizer = self.processor.tokenizer
+        if tokenizer.unk_token_id is None:
+            return []
+        unreadable = []
+        for keypoint in self.keypoint_set(keypoints):
+            ids = tokenizer(f"{keypoint.name} {keypoint.description}", add_special_tokens=False)["input_ids"]
+            if ids and 2 * sum(token == tokenizer.unk_token_id for token in ids) >= len(ids):
+                unreadable.append(keypoint.name)
+        return unreadable
 
     def _failed(self, box, kp_set: KeypointSet, reason: str) -> PersonKeypoints:
         k = len(kp_set)
@@ -324,19 +344,26 @@ class Localizer:
         if crops.ndim != 4 or crops.shape[1:] != (size, size, 3) or crops.dtype != np.uint8:
             raise ValueError(f"crops must be (B, {size}, {size}, 3) uint8 RGB, got {crops.shape} {crops.dtype}")
         kp_set = self.keypoint_set(keypoints)
+        unreadable = frozenset(self.unreadable_keypoints(kp_set))
         results = []
         for start in range(0, len(crops), self.persons_per_batch):
             chunk = crops[start:start + self.persons_per_batch]
             normalized, scores, valid, texts = self._answer_crops(self.processor.image_processor.normalize(chunk), kp_set, mode)
             normalized[..., :2] *= size
             box = np.array([0.0, 0.0, size, size])
-            results += [PersonKeypoints(box, kp_set.names, normalized[p], scores[p], valid[p], texts[p])
-                        for p in range(len(chunk))]
+            results += [PersonKeypoints(box, kp_set.names, normalized[p], scores[p], valid[p], texts[p],
+                                        unreadable=unreadable) for p in range(len(chunk))]
         return results
 
     def _answer_crops(self, pixel_values: torch.Tensor, kp_set: KeypointSet,
                       mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list[str]]]:
         """Normalized crop tensors (P, 3, S, S) -> the answerer's coordinates (P, K, ndim) in [0, 1) of the
-        crop, scores (P, K), valid (P, K) and answer texts."""
+        crop, scores (P, K), valid (P, K) and answer texts; the scores of keypoints whose question is unreadable
+        are 0."""
         with self._model_lock:
-            return self.answerer(self.model, self.processor, pixel_values.to(self.device), kp_set, mode)
+            normalized, scores, valid, texts = self.answerer(self.model, self.processor, pixel_values.to(self.device),
+                                                             kp_set, mode)
+        unreadable = self.unreadable_keypoints(kp_set)
+        if unreadable:
+            scores = np.where([name in unreadable for name in kp_set.names], 0.0, scores)
+        return normalized, scores, valid, texts

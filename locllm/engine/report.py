@@ -4,24 +4,32 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..keypoints import KeypointSet, parse_describe, resolve_keypoints
+from ..keypoints import KeypointSet, normalize_name, parse_describe, resolve_keypoints
 
 
 def requested_keypoints(keypoints: str, describe: list[str],
                         resolve: Callable[[str], KeypointSet] = resolve_keypoints) -> tuple[KeypointSet, list[bool]]:
-    """The keypoint set asked for (``--keypoints``), with described extras (``--describe``) appended; and which
-    entries are extras.
+    """The keypoint set asked for (``--keypoints``) with its described keypoints (``--describe``); and which
+    entries are described ones.
 
-    ``resolve`` reads ``keypoints``; a localizer's ``keypoint_set`` also knows the keypoints of its checkpoint.
+    A described keypoint that ``--keypoints`` names is asked in its place there ("left knee,belly" with
+    "belly=..."); the others are appended. ``resolve`` reads ``keypoints``; a localizer's ``keypoint_set`` also
+    knows the keypoints of its checkpoint.
     """
-    base = resolve(keypoints)
     extras = tuple(parse_describe(spec) for spec in describe)
-    known = {k.name for k in base}
-    for extra in extras:
-        if extra.name in known:
+    described = {normalize_name(extra.name): extra for extra in extras}
+    spec = keypoints
+    if isinstance(keypoints, str) and ("," in keypoints or normalize_name(keypoints) in described):
+        spec = [described.get(normalize_name(item), item) for item in keypoints.split(",")]
+    base = resolve(spec)
+    named = [extra for extra in extras if any(kp is extra for kp in base)]
+    appended = tuple(extra for extra in extras if not any(extra is kp for kp in named))
+    known = {normalize_name(k.name) for k in base}
+    for extra in appended:
+        if normalize_name(extra.name) in known:
             raise ValueError(f"--describe {extra.name!r}: already asked by --keypoints")
-    kp_set = KeypointSet(base.name, base.keypoints + extras, base.skeleton, None)
-    return kp_set, [False] * len(base) + [True] * len(extras)
+    kp_set = KeypointSet(base.name, base.keypoints + appended, base.skeleton, None)
+    return kp_set, [any(kp is extra for extra in extras) for kp in kp_set]
 
 
 def prediction_report(mode: str, kp_set: KeypointSet, images: list[tuple[str, list]], seconds: float,
@@ -35,3 +43,14 @@ def prediction_report(mode: str, kp_set: KeypointSet, images: list[tuple[str, li
             "images": [{"image": name, "persons": [p.to_dict() for p in persons], "error": errors.get(name)}
                        for name, persons in images],
             "persons": persons_total, "ms_per_person": 1000 * seconds / persons_total if persons_total else None}
+
+
+def unreadable_message(names: list[str]) -> str | None:
+    """What a user is told when the model's tokenizer cannot read the question for some keypoints (see
+    :meth:`~locllm.engine.localizer.Localizer.unreadable_keypoints`); None when it reads them all."""
+    if not names:
+        return None
+    listed = ", ".join(repr(name[:40]) for name in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return (f"the model cannot read the question for {listed}: its tokenizer knows almost none of the words (another "
+            "script or vocabulary?). Those answers are flagged (unreadable_question) and scored 0; describe the "
+            "keypoint in words the model was trained on")

@@ -29,6 +29,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
+from ..data.images import MAX_IMAGE_PIXELS_ENV, max_image_pixels
+from ..data.outputs import staged_files
 from ..keypoints import KeypointSet
 from ..viz import draw_keypoints
 from .localizer import Localizer, PersonKeypoints
@@ -80,12 +82,18 @@ def open_video(path: str | Path) -> tuple[cv2.VideoCapture, float, int]:
     """An opened video, its frames per second (25 when the file does not say) and its frame count (0: unknown).
 
     Raises:
-        VideoReadError: the file is not a video OpenCV can open.
+        VideoReadError: the file is not a video OpenCV can open, or its frames are larger than the image pixel
+            limit (:func:`~locllm.data.images.max_image_pixels`).
     """
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise VideoReadError(f"{path}: not a video OpenCV can read; convert it, e.g. "
                              f"ffmpeg -i {Path(path).name} -c:v libx264 clip.mp4")
+    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if width * height > max_image_pixels():  # read from the container before a frame is decoded
+        capture.release()
+        raise VideoReadError(f"{path}: its frames are {width}x{height} = {width * height:,} pixels, more than the "
+                             f"limit of {max_image_pixels():,} (set {MAX_IMAGE_PIXELS_ENV} to allow more)")
     fps = capture.get(cv2.CAP_PROP_FPS)
     fps = fps if np.isfinite(fps) and fps > 0 else 25.0
     return capture, fps, max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
@@ -224,6 +232,9 @@ def localize_video(localizer: Localizer, video: str | Path, out_video: str | Pat
         detector: finds the persons (default: the whole frame is one person, see :class:`FixedBoxes`).
         detect_every: run the detector on every N-th frame; between, follow each person by its keypoints.
 
+    Both outputs are written into temporaries beside them and take their names only when every frame is
+    done: an interrupted or failed run keeps earlier outputs byte for byte and leaves no partial file.
+
     Raises:
         VideoReadError: the video cannot be read or has no frame (nothing is written then).
     """
@@ -234,6 +245,18 @@ def localize_video(localizer: Localizer, video: str | Path, out_video: str | Pat
     capture, fps, total = open_video(video)
     frames = read_frames(video, capture, total)
     first = next(frames)  # raises VideoReadError before any file is opened for writing
+    try:
+        with staged_files([out_video, out_jsonl]) as (video_partial, jsonl_partial):
+            return _localize_frames(localizer, itertools.chain([first], frames), video, video_partial,
+                                    jsonl_partial, kp_set, mode, detector, detect_every, fps, total, progress)
+    finally:
+        frames.close()  # releases the capture also when the loop stops early
+
+
+def _localize_frames(localizer: Localizer, frames: Iterator[tuple[int, np.ndarray | None]], video: str | Path,
+                     out_video: Path | None, out_jsonl: Path | None, kp_set, mode: str, detector, detect_every: int,
+                     fps: float, total: int, progress: bool) -> VideoSummary:
+    """The frame loop of :func:`localize_video`, writing into the staged outputs."""
     tracker, writer, summary = KeypointTracker(), None, VideoSummary(0, 0, 0, 0, 0.0)
     pending: list[tuple[int, np.ndarray, np.ndarray, bool]] = []  # frames whose boxes are known, not yet asked
     lines = open(out_jsonl, "w") if out_jsonl else None  # noqa: SIM115 (written frame by frame, closed below)
@@ -260,7 +283,7 @@ def localize_video(localizer: Localizer, video: str | Path, out_video: str | Pat
 
     start = time.perf_counter()
     try:
-        for index, pixels in itertools.chain([first], frames):
+        for index, pixels in frames:
             summary.frames += 1
             if pixels is None:
                 summary.skipped += 1
@@ -279,7 +302,6 @@ def localize_video(localizer: Localizer, video: str | Path, out_video: str | Pat
                 flush()
         flush()
     finally:
-        frames.close()  # releases the capture also when the loop stops early
         bar.close()
         if lines:
             lines.close()

@@ -29,13 +29,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from ..data.images import ImageReadError, read_image_rgb
+from ..data.images import ImageReadError, ImageTooLargeError, read_image_rgb
 from ..data.synth import render_scene
 from ..engine.boxes import parse_box
 from ..engine.localizer import MODES, Localizer
-from ..engine.report import prediction_report, requested_keypoints
+from ..engine.report import prediction_report, requested_keypoints, unreadable_message
 from ..keypoints import KEYPOINT_SETS, KeypointSet, normalize_name, resolve_keypoints
 from ..viz import draw_keypoints
 from .box_drawing import BOX_DRAWING_JS
@@ -189,9 +188,12 @@ def localize_request(localizer: Localizer, image_path: str | Path | None, boxes_
     for field, text in (("person boxes", boxes_text), ("keypoint set", keypoint_set)):
         if len(text or "") > MAX_TEXT_CHARS:
             raise ValueError(f"the {field} field holds {len(text)} characters: at most {MAX_TEXT_CHARS} are served")
-    check_image_size(image_path, image_name)
-    try:
-        pixels = read_image_rgb(image_path)  # as `locllm predict` reads it, so both see the same pixels
+    check_image_bytes(image_path, image_name)
+    try:  # as `locllm predict` reads it, so both see the same pixels; the header's size is checked before decoding
+        pixels = read_image_rgb(image_path, max_pixels=MAX_IMAGE_PIXELS)
+    except ImageTooLargeError:
+        raise ValueError(f"{image_name!r} has more than {MAX_IMAGE_PIXELS // 10**6} megapixels, the most that "
+                         "is served: scale it down") from None
     except ImageReadError:
         raise ValueError(f"{image_name!r} is not an image that can be read (PNG, JPEG, BMP, TIFF, WebP...)") from None
     boxes = detect_persons(localizer, pixels) if detect else parse_boxes(boxes_text)
@@ -213,27 +215,20 @@ def localize_request(localizer: Localizer, image_path: str | Path | None, boxes_
             rows.append([number, name, x, y, answer["score"], answer["answer"]])
     status = (f"{len(persons)} person{'s' if len(persons) != 1 else ''}, {len(kp_set)} keypoints, "
               f"{report['ms_per_person']:.1f} ms per person ({mode} decoding)") if persons else "no person found"
+    unreadable = unreadable_message(localizer.unreadable_keypoints(kp_set))
+    if unreadable:
+        status += f". Note: {unreadable}"
     problems = [f"person {number}: {person.error}" for number, person in enumerate(persons, 1) if person.error]
     if problems:
         status += ". No answer for " + "; ".join(problems)
     return LocalizeResult(draw_persons(pixels, persons, kp_set, novel), rows, report, status)
 
 
-def check_image_size(image_path: str | Path, image_name: str) -> None:
-    """Refuse a file too big to serve from its byte size and its header's width x height, before decoding."""
+def check_image_bytes(image_path: str | Path, image_name: str) -> None:
+    """Refuse a file too big to serve from its byte size, before reading it."""
     size = os.path.getsize(image_path) if os.path.isfile(image_path) else 0  # a missing file: read_image_rgb says so
     if size > MAX_IMAGE_BYTES:
         raise ValueError(f"{image_name!r} has {size / 2**20:.0f} MB: at most {MAX_IMAGE_BYTES // 2**20} MB are served")
-    try:
-        with Image.open(image_path) as header:  # reads the header only; the pixels are decoded by OpenCV
-            width, height = header.size
-    except Image.DecompressionBombError:  # PIL's own, higher limit
-        width = height = MAX_IMAGE_PIXELS
-    except (UnidentifiedImageError, OSError):
-        return  # a format PIL does not know: OpenCV decodes it or says it is not an image
-    if width * height > MAX_IMAGE_PIXELS:
-        raise ValueError(f"{image_name!r} has more than {MAX_IMAGE_PIXELS // 10**6} megapixels, the most that "
-                         "is served: scale it down")
 
 
 def clip(text: str, limit: int = MAX_ECHO_CHARS) -> str:

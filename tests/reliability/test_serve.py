@@ -29,7 +29,7 @@ def no_decoding(monkeypatch):
     """Decoding fails the test: a too-big image must be refused from its size alone."""
     def refuse(*args, **kwargs):
         raise AssertionError("the image was decoded before its size was checked")
-    monkeypatch.setattr(app, "read_image_rgb", refuse)
+    monkeypatch.setattr(cv2, "imdecode", refuse)
 
 
 def png_claiming(path, width: int, height: int):
