@@ -15,6 +15,7 @@ LEFT_COLOR = (40, 140, 255)
 RIGHT_COLOR = (255, 120, 30)
 MIDDLE_COLOR = (60, 220, 90)
 _SHIFT = 4  # sub-pixel drawing: OpenCV takes coordinates x 16
+DRAWABLE_EXTENT = 4
 
 
 def keypoint_side(name: str) -> str:
@@ -25,6 +26,16 @@ def keypoint_side(name: str) -> str:
 
 def _side_color(side: str) -> tuple[int, int, int]:
     return {"left": LEFT_COLOR, "right": RIGHT_COLOR}.get(side, MIDDLE_COLOR)
+
+
+def drawable_keypoints(keypoints: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
+    """(K,) bool: the (K, 2) points that can be drawn on an image of ``image_shape``: finite and within
+    ``DRAWABLE_EXTENT`` times its size of it (farther ones are off the picture anyway, and OpenCV's fixed-point
+    drawing fails on coordinates past 2**31)."""
+    keypoints = np.asarray(keypoints, dtype=np.float64)
+    limit = DRAWABLE_EXTENT * max(image_shape[:2])
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(keypoints).all(axis=1) & (np.abs(keypoints) <= limit).all(axis=1)
 
 
 def draw_keypoints(
@@ -39,7 +50,8 @@ def draw_keypoints(
 
     Args:
         image_rgb: (H, W, 3) uint8 RGB image; it is not modified.
-        keypoints: (K, 2) x, y in pixels, K = len(keypoint_set). Non-finite points are not drawn.
+        keypoints: (K, 2) x, y in pixels, K = len(keypoint_set). Points that are not
+            :func:`drawable_keypoints` (non-finite, or far off the image) are not drawn.
         keypoint_set: names (for colours and labels) and skeleton of the keypoints.
         scores: optional (K,) confidence per keypoint, written after the label as ``0.93``.
         visible: optional (K,) bool; keypoints marked False are not drawn, nor are their links.
@@ -56,7 +68,7 @@ def draw_keypoints(
     if keypoints.shape != (count, 2):
         raise ValueError(f"expected keypoints of shape ({count}, 2) for the {keypoint_set.name} set, "
                          f"got {keypoints.shape}")
-    shown = np.isfinite(keypoints).all(axis=1)
+    shown = drawable_keypoints(keypoints, image_rgb.shape)
     if visible is not None:
         visible = np.asarray(visible, dtype=bool)
         if visible.shape != (count,):

@@ -36,14 +36,20 @@ def picture_targets(images: list[Path], out: str | Path) -> dict[Path, Path]:
 
 def write_picture(picture: np.ndarray, persons, kp_set, novel: list[bool], target: Path) -> str | None:
     """The image with each person's skeleton, novel keypoints labelled by name, written to ``target``;
-    None when written, else why not (also printed)."""
-    from ..viz import draw_keypoints
+    None when written, else why not (also printed). A person with no keypoint on the picture is left out of
+    it and said so; the answers are never lost to a picture."""
+    from ..viz import draw_keypoints, drawable_keypoints
 
     labels = [k.name if n else "" for k, n in zip(kp_set, novel, strict=True)]
-    for p in persons:
-        if p.error is None:
-            picture = draw_keypoints(picture, p.keypoints[:, :2], kp_set, scores=p.scores, visible=p.valid,
-                                     labels=labels)
+    for number, p in enumerate(persons, 1):
+        if p.error is not None:
+            continue
+        if not (drawable_keypoints(p.keypoints[:, :2], picture.shape) & p.valid).any():
+            print(f"{target}: person {number} is not drawn: none of its keypoints lies on the picture",
+                  file=sys.stderr)
+            continue
+        picture = draw_keypoints(picture, p.keypoints[:, :2], kp_set, scores=p.scores, visible=p.valid,
+                                 labels=labels)
     try:
         write_picture_atomically(target, picture)
     except (OSError, ValueError) as error:

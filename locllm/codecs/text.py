@@ -29,6 +29,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..bounds import check_range
 from .base import KeypointCodec
 
 ANSWER_OPEN = "["  # every answer of every codec starts with this unit; PromptBuilder relies on it
@@ -50,8 +51,7 @@ class CoordinateCodec(KeypointCodec):
     def __init__(self, ndim: int = 2, depth_range_mm: float = 2000.0):
         if ndim not in (2, 3):
             raise ValueError(f"ndim must be 2 (x, y) or 3 (x, y, depth), got {ndim}")
-        if not depth_range_mm > 0:
-            raise ValueError(f"depth_range_mm must be positive, got {depth_range_mm}")
+        check_range("depth_range_mm", depth_range_mm, 1e-3, 1e6, integer=False)
         self.ndim = ndim
         self.depth_range_mm = float(depth_range_mm)
         values = [f"({self._value_pattern(axis)})" for axis in range(ndim)]
@@ -198,8 +198,8 @@ class DecimalCodec(CoordinateCodec):
     def __init__(
         self, ndim: int = 2, decimals: int = 3, depth_decimals: int = 6, depth_range_mm: float = 2000.0
     ):
-        if decimals < 1 or depth_decimals < 1:
-            raise ValueError(f"decimals and depth_decimals must be >= 1, got {decimals} and {depth_decimals}")
+        check_range("decimals", decimals, 1, 6)  # 6 digits resolve a micron of a metre-high crop
+        check_range("depth_decimals", depth_decimals, 1, 9)
         self.decimals = decimals
         self.depth_decimals = depth_decimals
         super().__init__(ndim, depth_range_mm)
@@ -279,6 +279,9 @@ def build_codec(config: dict) -> DecimalCodec | LocationTokenCodec:
     """Rebuild a codec from its ``to_dict()`` (as stored in a model config)."""
     config = dict(config)
     kind = config.pop("type", None)
-    if kind not in CODECS:
-        raise ValueError(f"unknown codec type {kind!r}; known: {', '.join(CODECS)}")
-    return CODECS[kind](**config)
+    if not isinstance(kind, str) or kind not in CODECS:
+        raise ValueError(f"unknown codec type {str(kind)[:40]!r}; known: {', '.join(CODECS)}")
+    try:
+        return CODECS[kind](**config)
+    except TypeError:  # a field this codec does not have
+        raise ValueError(f"a {kind} codec has no fields {sorted(config)[:10]}") from None

@@ -3,17 +3,25 @@
 Fitted once per checkpoint on held-out scenes (``benchmarks/decoding_options.py --fit``) by isotonic
 regression (pool adjacent violators), stored beside the weights as ``calibration.json`` and applied by
 piecewise-linear interpolation between the fitted knots.
+
+The file records the checkpoint it was fitted for (:func:`~locllm.models.modeling_base.checkpoint_weights_sha256`
+of the folder it is saved into); loading it beside other weights is refused, as is a table that is not a
+calibration (values outside [0, 1], knots out of order, too many).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from ..data.outputs import write_text_atomically
+from ..models.modeling_base import checkpoint_weights_sha256
+
 CALIBRATION_FILE = "calibration.json"
+MAX_KNOTS = 100_000  # an isotonic fit has at most one knot per distinct confidence of its data
 
 
 @dataclass(frozen=True)
@@ -27,6 +35,19 @@ class Calibration:
     raw: tuple[float, ...]
     probability: tuple[float, ...]
     about: dict = field(default_factory=dict)
+    checkpoint_sha256: str | None = None  # the weights it was fitted for (set when saved into a checkpoint)
+
+    def __post_init__(self):
+        raw = np.asarray(self.raw, dtype=np.float64)
+        probability = np.asarray(self.probability, dtype=np.float64)
+        if raw.ndim != 1 or raw.shape != probability.shape or not 1 <= len(raw) <= MAX_KNOTS:
+            raise ValueError(f"raw and probability must be two lists of the same length, 1 to {MAX_KNOTS:,} knots")
+        if not (np.isfinite(raw).all() and np.isfinite(probability).all()):
+            raise ValueError("raw and probability must be finite numbers")
+        if (np.diff(raw) <= 0).any():
+            raise ValueError("the raw confidences (knots) must increase strictly")
+        if probability.min() < 0 or probability.max() > 1 or (np.diff(probability) < 0).any():
+            raise ValueError("the probabilities must lie in [0, 1] and never decrease (an isotonic fit)")
 
     def __call__(self, confidence) -> np.ndarray:
         """(...) raw confidences -> (...) calibrated probabilities."""
@@ -55,22 +76,31 @@ class Calibration:
         return cls(raw, probability, about or {})
 
     def save(self, folder: str | Path) -> Path:
-        path = Path(folder) / CALIBRATION_FILE
-        path.write_text(json.dumps(asdict(self), indent=1) + "\n")
-        return path
+        """Write ``calibration.json`` into a checkpoint folder, tied to that checkpoint's weights."""
+        tied = replace(self, checkpoint_sha256=checkpoint_weights_sha256(folder))
+        return write_text_atomically(Path(folder) / CALIBRATION_FILE, json.dumps(asdict(tied), indent=1) + "\n")
 
     @classmethod
     def load(cls, folder: str | Path) -> Calibration | None:
-        """The folder's calibration, or None when it has none."""
+        """The folder's calibration, or None when it has none; a damaged table, or one fitted for other
+        weights, is a ValueError naming the file."""
         path = Path(folder) / CALIBRATION_FILE
         if not path.is_file():
             return None
+        fix = "refit it (benchmarks/decoding_options.py --fit) or remove it"
         try:
-            table = json.loads(path.read_text())
-            return cls(tuple(table["raw"]), tuple(table["probability"]), table.get("about", {}))
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
-            raise ValueError(f"{path} is not a calibration table ({type(err).__name__}: {err}): refit it "
-                             "(benchmarks/decoding_options.py --fit) or remove it") from None
+            table = json.loads(path.read_text(encoding="utf-8"))
+            about = table.get("about", {})
+            if not isinstance(about, dict) or len(json.dumps(about)) > 10_000:
+                raise ValueError("'about' must be a small mapping")
+            calibration = cls(tuple(table["raw"]), tuple(table["probability"]), about, table.get("checkpoint_sha256"))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError, ValueError) as err:
+            raise ValueError(f"{path} is not a calibration table ({type(err).__name__}: {err}): {fix}") from None
+        weights = checkpoint_weights_sha256(folder)
+        if calibration.checkpoint_sha256 != weights:
+            fitted = calibration.checkpoint_sha256 or "no recorded checkpoint"
+            raise ValueError(f"{path} was fitted for other weights ({str(fitted)[:20]}; these are {weights}): {fix}")
+        return calibration
 
 
 __all__ = ["CALIBRATION_FILE", "Calibration"]

@@ -17,7 +17,6 @@ With a person detector, one call finds everyone (boxes given explicitly still wi
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,6 +30,7 @@ from transformers import AutoConfig, AutoModel
 from ..data.images import read_image_rgb
 from ..keypoints import Keypoint, KeypointSet, normalize_name, resolve_keypoints
 from ..keypoints.sets import all_known_keypoints
+from ..keypoints.user import load_checkpoint_descriptions
 from ..models import LocLLMConfig
 from ..models.clip_baseline import CLIPBaselineConfig
 from ..models.hub import HUB_KWARGS, resolve_pretrained
@@ -42,6 +42,7 @@ from .refinement import DecodingOptions
 from .text_answerer import TextAnswerer
 
 MODES = ("fast", "reference")
+MAX_BOX_TO_IMAGE = 100
 
 class Strategy(NamedTuple):
     """What a model type brings to the Localizer besides its model (which ``AutoModel`` loads)."""
@@ -169,10 +170,7 @@ class Localizer:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model = AutoModel.from_pretrained(folder, dtype=dtype, device=device)
         descriptions_file = folder / "descriptions.json"
-        try:
-            descriptions = json.loads(descriptions_file.read_text()) if descriptions_file.is_file() else None
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{descriptions_file} is not valid JSON ({err}): fix or remove it") from None
+        descriptions = load_checkpoint_descriptions(descriptions_file) if descriptions_file.is_file() else None
         if isinstance(detector, (str, Path)):
             detector = PersonDetector.from_pretrained(detector, device=device)
         answerer = kind.answerer_class()
@@ -221,6 +219,8 @@ class Localizer:
             return f"box {[float(v) for v in box]} has zero or negative area"
         if x >= width or y >= height or x + w <= 0 or y + h <= 0:
             return f"box {[float(v) for v in box]} lies outside the {width}x{height} image"
+        if max(w, h) > MAX_BOX_TO_IMAGE * max(width, height):  # its crop would show the image as a speck
+            return f"box {[float(v) for v in box]} is more than {MAX_BOX_TO_IMAGE} times the {width}x{height} image"
         return None
 
     # ------------------------------------------------------------------ the work

@@ -12,6 +12,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from ..bounds import MAX_KEYPOINT_NAME_CHARS, MAX_KEYPOINTS, check_text
 from .sets import Keypoint, KeypointSet, all_known_keypoints, get_keypoint_set, normalize_name
 
 MAX_DESCRIPTION_CHARS = 600  # a sentence; anything longer would crowd out the image in the context
@@ -98,7 +99,31 @@ def _table_entries(data, path: Path) -> list[tuple[str, str, object]]:
             raise ValueError(f"{path}: entry {number} needs a name and a description (strings) and, if it has one, "
                              f"a flip partner's name; got {entry!r:.200}")
         entries.append((name, description, flip))
+    return _bounded(entries, path)
+
+
+def _bounded(entries: list[tuple[str, str, object]], path: Path) -> list[tuple[str, str, object]]:
+    """The entries of a table, if it holds at most MAX_KEYPOINTS, names and descriptions within their limits."""
+    if len(entries) > MAX_KEYPOINTS:
+        raise ValueError(f"{path}: {len(entries):,} keypoints; at most {MAX_KEYPOINTS:,} are allowed in one table")
+    for name, description, _ in entries:
+        try:
+            check_text("a keypoint name", name, MAX_KEYPOINT_NAME_CHARS)
+            check_text(f"the description of {name!r}", description, MAX_DESCRIPTION_CHARS)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
     return entries
+
+
+def load_checkpoint_descriptions(path: str | Path) -> dict[str, str]:
+    """A checkpoint's ``descriptions.json`` (a keypoint table, see :func:`load_keypoint_table`) as
+    ``{name: description}``, within the bounds of every table; a file that is not one is a ValueError naming it."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}): fix or remove it") from None
+    return {name: description for name, description, _ in _table_entries(data, path)}
 
 
 def _mirrored_name(normalized: str) -> str | None:

@@ -13,6 +13,7 @@ A checkpoint folder holds::
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Callable
@@ -20,11 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from huggingface_hub.utils.sha import sha_fileobj
 from peft import LoraConfig, inject_adapter_in_model
 from safetensors.torch import save_file
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
+from ..bounds import check_config_sizes
 from ..data.tensor_files import load_tensor_file
 from .hub import resolve_pretrained
 
@@ -79,7 +82,22 @@ def read_checkpoint_config(folder: str | Path, config_class: type[PretrainedConf
                          f"({str(err).strip().splitlines()[0]}): re-save or re-download the checkpoint") from None
     if config.model_type != config_class.model_type:
         raise ValueError(f"{folder}: config model_type is {config.model_type!r}, expected {config_class.model_type!r}")
+    try:
+        check_config_sizes(config.to_dict())
+    except ValueError as err:  # before a tensor of that size is allocated
+        raise ValueError(f"{folder / 'config.json'}: {err}") from None
     return config
+
+
+def checkpoint_weights_sha256(folder: str | Path) -> str:
+    """A short sha256 of what a checkpoint's raw answers depend on: its ``config.json`` and weight files
+    (what is fitted to those answers, such as a calibration, records it)."""
+    digest = hashlib.sha256()
+    for name in ("config.json", BASE_WEIGHTS, TRAINED_WEIGHTS):
+        if (Path(folder) / name).is_file():
+            with (Path(folder) / name).open("rb") as file:
+                digest.update(f"{name}\0".encode() + sha_fileobj(file))
+    return digest.hexdigest()[:16]
 
 
 def read_checkpoint_tensors(folder: str | Path) -> dict[str, torch.Tensor]:
@@ -368,5 +386,5 @@ def _retie(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.
     return state
 
 
-__all__ = ["BASE_WEIGHTS", "TRAINED_WEIGHTS", "BaseSpec", "PreTrainedModelOnBases", "read_checkpoint_config",
-           "read_checkpoint_tensors"]
+__all__ = ["BASE_WEIGHTS", "TRAINED_WEIGHTS", "BaseSpec", "PreTrainedModelOnBases", "checkpoint_weights_sha256",
+           "read_checkpoint_config", "read_checkpoint_tensors"]

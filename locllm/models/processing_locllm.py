@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
+from ..bounds import CONFIG_SIZE_LIMITS, check_range, check_text
 from ..codecs import DecimalCodec, HeatmapCodec, build_codec
 from ..data.geometry import box_to_center_scale, crop_image, crop_to_image
 from ..keypoints import Keypoint
@@ -56,6 +57,14 @@ class LocLLMImageProcessor:
 
     def __init__(self, image_size: int = 224, mean=CLIP_MEAN, std=CLIP_STD, box_scale_factor: float = 1.0,
                  pixel_std: float = 200.0):
+        check_range("image_size", image_size, 8, CONFIG_SIZE_LIMITS["image_size"])
+        for name, values, low in (("image_mean", mean, -1e3), ("image_std", std, 1e-6)):
+            if not isinstance(values, (list, tuple)) or len(values) != 3:
+                raise ValueError(f"{name} must be 3 numbers (R, G, B), got {str(values)[:60]}")
+            for value in values:
+                check_range(name, value, low, 1e3, integer=False)
+        check_range("box_scale_factor", box_scale_factor, 1e-2, 1e2, integer=False)
+        check_range("pixel_std", pixel_std, 1e-2, 1e5, integer=False)
         self.image_size = image_size
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
@@ -131,16 +140,24 @@ class _Processor(ABC):
 
     @classmethod
     def from_pretrained(cls, checkpoint: str | Path):
-        """The checkpoint's processor: from its ``processor_config.json``, else from its model config."""
+        """The checkpoint's processor: from its ``processor_config.json``, else from its model config.
+
+        Every value is checked against its bound (:mod:`locllm.bounds`): one out of range, or a file that is not
+        such a table, is one ValueError naming the file and the field."""
         folder = Path(checkpoint)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         saved = folder / PROCESSOR_FILE
-        if not saved.is_file():
-            return cls.from_config(AutoConfig.from_pretrained(folder), tokenizer)
-        config = json.loads(saved.read_text())
-        if config.pop("processor_class", None) != cls.__name__:
-            raise ValueError(f"{saved} does not describe a {cls.__name__}")
-        return cls.from_dict(config, tokenizer)
+        source = saved if saved.is_file() else folder / "config.json"
+        try:
+            if not saved.is_file():
+                return cls.from_config(AutoConfig.from_pretrained(folder), tokenizer)
+            config = json.loads(saved.read_text(encoding="utf-8"))
+            if not isinstance(config, dict) or config.pop("processor_class", None) != cls.__name__:
+                raise ValueError(f"it does not describe a {cls.__name__}")
+            return cls.from_dict(config, tokenizer)
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError, ValueError) as err:
+            reason = f"no field {err}" if isinstance(err, KeyError) else str(err).strip().splitlines()[0]
+            raise ValueError(f"{source}: {reason} (re-save or re-download the checkpoint)") from None
 
 
 class LocLLMProcessor(_Processor):
@@ -203,6 +220,8 @@ class CLIPBaselineProcessor(_Processor):
                  text_template: str = "{description}", max_text_length: int = 77):
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no EOS token, which the text tower is read at")
+        check_text("text_template", text_template)
+        check_range("max_text_length", max_text_length, 2, CONFIG_SIZE_LIMITS["max_text_length"])
         super().__init__(image_processor, tokenizer, codec)
         self.text_template = text_template
         self.max_text_length = max_text_length
@@ -222,6 +241,8 @@ class CLIPBaselineProcessor(_Processor):
     @classmethod
     def from_dict(cls, config: dict, tokenizer) -> CLIPBaselineProcessor:
         image_processor = LocLLMImageProcessor.from_dict(config["image_processor"])
+        check_range("heatmap_size", config["heatmap_size"], 1, image_processor.image_size)
+        check_range("heatmap_sigma", config["heatmap_sigma"], 1e-3, 1e3, integer=False)
         codec = HeatmapCodec(image_processor.image_size, config["heatmap_size"], config["heatmap_sigma"])
         return cls(image_processor, tokenizer, codec, config["text_template"], config["max_text_length"])
 

@@ -33,6 +33,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
+from ..bounds import CONFIG_SIZE_LIMITS, check_range, check_text
 from ..codecs.text import ANSWER_OPEN, CoordinateCodec
 from ..keypoints import Keypoint
 
@@ -84,6 +85,12 @@ class PromptStyle:
     strip_space_around_special_tokens: bool = False
 
     def __post_init__(self):
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.type == "bool" and not isinstance(value, bool):
+                raise ValueError(f"prompt_style.{item.name} = {str(value)[:40]!r} is not true or false")
+            if item.type == "str":
+                check_text(f"prompt_style.{item.name}", value)
         if "{name}" not in self.question_template:
             raise ValueError(f"question_template must contain '{{name}}', got {self.question_template!r}")
         if not self.image_token:
@@ -145,8 +152,7 @@ class PromptBuilder:
     """
 
     def __init__(self, tokenizer, style: PromptStyle | None = None, num_image_tokens: int = 256):
-        if num_image_tokens < 1:
-            raise ValueError(f"num_image_tokens must be >= 1, got {num_image_tokens}")
+        check_range("num_image_tokens", num_image_tokens, 1, CONFIG_SIZE_LIMITS["num_image_tokens"])
         if tokenizer.eos_token_id is None:
             raise ValueError(f"tokenizer {_tokenizer_name(tokenizer)} has no EOS token; answers end with one")
         self.tokenizer = tokenizer

@@ -18,6 +18,7 @@ from locllm.engine.refinement import (
     unit_values,
     values_to_coordinates,
 )
+from locllm.models.modeling_base import checkpoint_weights_sha256
 
 
 def answers_for(codec, steps_per_value: list[list[np.ndarray]]) -> DecodedAnswers:
@@ -100,7 +101,10 @@ def test_calibration_fit_is_monotone_and_round_trips(tmp_path):
     assert np.all(np.diff(calibration.probability) >= 0) and np.all(np.diff(calibration.raw) > 0)
     assert calibration(0.5) == pytest.approx(0.25, abs=0.08)
     calibration.save(tmp_path)
-    assert Calibration.load(tmp_path) == calibration
+    loaded = Calibration.load(tmp_path)
+    assert (loaded.raw, loaded.probability, loaded.about) == (calibration.raw, calibration.probability,
+                                                              calibration.about)
+    assert loaded.checkpoint_sha256 == checkpoint_weights_sha256(tmp_path)  # tied to the folder it was saved in
     assert Calibration.load(tmp_path / "nowhere") is None
 
 
