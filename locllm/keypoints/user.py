@@ -85,7 +85,7 @@ def _table_entries(data, path: Path) -> list[tuple[str, str, object]]:
     if isinstance(data, dict):
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
             raise ValueError(shape + " (strings)")
-        return [(name, description, _FLIP_FROM_NAME) for name, description in data.items()]
+        return _bounded([(name, description, _FLIP_FROM_NAME) for name, description in data.items()], path)
     if not isinstance(data, list) or not data:
         raise ValueError(shape)
     entries = []

@@ -82,10 +82,6 @@ def read_checkpoint_config(folder: str | Path, config_class: type[PretrainedConf
                          f"({str(err).strip().splitlines()[0]}): re-save or re-download the checkpoint") from None
     if config.model_type != config_class.model_type:
         raise ValueError(f"{folder}: config model_type is {config.model_type!r}, expected {config_class.model_type!r}")
-    try:
-        check_config_sizes(config.to_dict())
-    except ValueError as err:  # before a tensor of that size is allocated
-        raise ValueError(f"{folder / 'config.json'}: {err}") from None
     return config
 
 
@@ -284,6 +280,10 @@ class PreTrainedModelOnBases(PreTrainedModel):
             config = read_checkpoint_config(folder if config is None else Path(config), cls.config_class)
         elif not isinstance(config, cls.config_class):
             raise TypeError(f"config must be a {cls.config_class.__name__}, got {type(config).__name__}")
+        try:
+            check_config_sizes(config.to_dict())
+        except ValueError as err:  # before a tensor of that size is allocated
+            raise ValueError(f"{folder / 'config.json'}: {err}") from None
         device = _one_device(device, device_map)
         dtype = _torch_dtype(dtype)
         base_kwargs = {"dtype": dtype}
