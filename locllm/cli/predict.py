@@ -152,7 +152,13 @@ def predict_video(args, paths: list[Path]) -> int:
     detector = localizer if localizer.detector is not None else None
     if args.boxes:  # typed boxes win over a detector, as for images
         detector = FixedBoxes(parse_box(args.boxes))
-    summary = localize_video(localizer, paths[0], out, jsonl, kp_set, args.mode, detector, args.detect_every)
+    try:
+        summary = localize_video(localizer, paths[0], out, jsonl, kp_set, args.mode, detector, args.detect_every)
+    except KeyboardInterrupt:
+        kept = " and ".join(str(p) for p in (out, jsonl) if p.exists())
+        print(f"\n{paths[0].name}: stopped before its last frame, nothing written"
+              + (f"; {kept} kept as they were" if kept else ""), file=sys.stderr)
+        raise
     print(f"{paths[0].name}: {summary.frames} frames, {summary.persons} persons, {summary.tracks} ids, "
           f"{summary.ms_per_frame:.1f} ms per frame; wrote {out} and {jsonl}")
     if summary.skipped:

@@ -371,3 +371,17 @@ def test_an_interrupted_video_run_keeps_the_earlier_outputs_byte_for_byte(checkp
     assert (out_video.read_bytes(), out_jsonl.read_bytes()) == earlier
     assert leftovers(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi", "out.avi",
                                                                                        "out.jsonl"]
+
+
+def test_an_interrupted_video_prediction_says_what_it_kept(checkpoint, clip, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out.avi"
+    assert predict(checkpoint, clip, "--keypoints", "nose", "--out", out) == 0
+    earlier = out.read_bytes()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(video_module, "localize_video", interrupted)
+    assert predict(checkpoint, clip, "--keypoints", "nose", "--out", out, "--overwrite") == 130
+    assert f"nothing written; {out} and {out.with_suffix('.jsonl')} kept as they were" in capsys.readouterr().err
+    assert out.read_bytes() == earlier

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ...viz import draw_keypoints
+from ..images import read_image_rgb
 from ..outputs import check_output_folder, staged_folder, write_atomically
 from .render import MAX_PERSONS, get_difficulty, render_scene
 from .writers import coco_self_check, get_writer
@@ -180,7 +181,7 @@ def _write_contact_sheet(path: Path, image_dir: Path, writer, results) -> Path:
     """A grid of images with what their annotation records say drawn on them (occluded points: dark centre)."""
     tiles = []
     for file_name, record, _ in results:
-        tile = cv2.imread(str(image_dir / file_name))[..., ::-1]
+        tile = read_image_rgb(image_dir / file_name)
         # Small images are blown up so that the markers do not hide the figure.
         zoom = max(1, 256 // tile.shape[0])
         tile = np.ascontiguousarray(cv2.resize(tile, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST))
