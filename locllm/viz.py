@@ -88,7 +88,7 @@ def draw_keypoints(
     sides = [keypoint_side(name) for name in keypoint_set.names]
     colors = [keypoint_set.colors.get(name, _side_color(side)) for name, side in zip(keypoint_set.names, sides,
                                                                                           strict=True)]
-    fixed = np.round(np.nan_to_num(keypoints) * (1 << _SHIFT)).astype(np.int64)
+    fixed = np.round(np.where(shown[:, None], keypoints, 0.0) * (1 << _SHIFT)).astype(np.int64)
 
     for a, b in keypoint_set.skeleton:
         if shown[a] and shown[b]:
