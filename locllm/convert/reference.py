@@ -1,6 +1,6 @@
 """Import a checkpoint of the reference release (github kennethwdk/LocLLM) as a LocLLM checkpoint of ours.
 
-The reference saves the full state dict of its ``LlamaForCausalLM`` subclass (SPEC 10) next to a
+The reference saves the full state dict of its ``LlamaForCausalLM`` subclass next to a
 ``config.json`` (Llama fields plus ``llama_path``, ``dino_path``, ``lora_*``, ``crop_size``,
 ``im_patch_token``) and its tokenizer (``<im_patch>`` added as id 32000)::
 

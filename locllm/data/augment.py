@@ -4,7 +4,7 @@ One random draw per sample: a scale multiplier ``clip(N(1, sigma), 1 - sigma, 1 
 uniform in ``[-max_rotation, max_rotation]`` degrees with probability ``rotation_prob`` (else 0), and a
 horizontal flip with probability ``flip_prob`` that also swaps left and right keypoints. The random
 numbers come from an explicit ``np.random.Generator``, so a sample is reproducible from its seed, and
-nothing passed in is modified: the reference changes its cached annotations in place (SPEC 11).
+nothing passed in is modified: the reference changes its cached annotations in place (docs/differences.md).
 """
 
 from __future__ import annotations

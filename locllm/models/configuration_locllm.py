@@ -5,7 +5,7 @@ from __future__ import annotations
 from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-# The reference normalizes with CLIP's statistics, for DINOv2 too (SPEC 6); checkpoints trained on it
+# The reference normalizes with CLIP's statistics, for DINOv2 too; checkpoints trained on it
 # must see the same numbers, so they are the default.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

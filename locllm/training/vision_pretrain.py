@@ -1,7 +1,7 @@
 """Pre-train the demo's vision tower on SynthPose crops: which patch holds each keypoint.
 
 The paper's tower (DINOv2) arrives knowing parts and positions. A tiny tower trained from scratch by
-the LocLLM text loss alone learns only the mean pose in CPU minutes (``DEMO-RECIPE.md``), so the CPU
+the LocLLM text loss alone learns only the mean pose in CPU minutes (``locllm/assets/demo/TRAINING.md``), so the CPU
 demo pre-trains its tower first, on SynthPose itself: the honest stand-in for DINOv2. A linear head
 per keypoint scores every patch token, and cross-entropy over the patches pulls the score towards
 the patches the keypoint lies in. The head is then dropped and the tower frozen; the LocLLM stage
@@ -38,7 +38,7 @@ def build_demo_tower(config: Dinov2Config, seed: int = 0) -> nn.Module:
     """A random Dinov2Model (initialized from ``seed``) whose learned position embeddings start as a 2D
     sin-cos grid.
 
-    The sin-cos start (the prototype of DEMO-RECIPE.md kept such a grid fixed) gives every patch a
+    The sin-cos start (the demo recipe's prototype kept such a grid fixed) gives every patch a
     distinct, smoothly varying position code from the first step; here it stays trainable.
     """
     torch.manual_seed(seed)

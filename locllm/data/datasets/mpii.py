@@ -9,7 +9,7 @@
   (:func:`~locllm.data.geometry.clip_box`), pixel scales x 1.25, as its ``MPII3DDataset``.
 
 MPII has no depth: samples have ``has_depth=False``, so a mixed 2D/3D trainer can leave the depth out
-of their answers (the reference supervises a fake depth of 0 instead, SPEC 11).
+of their answers (the reference supervises a fake depth of 0 instead; docs/differences.md).
 """
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ class Difficulty:
 
 
 DIFFICULTIES = {
-    # The demo's setting: a tiny model learns it in CPU minutes (see DEMO-RECIPE.md).
+    # The demo's setting: a tiny model learns it in CPU minutes (see locllm/assets/demo/TRAINING.md).
     "easy": Difficulty("easy", pose_spread=0.6, facing=(-70.0, 70.0), roll=10.0, wide_roll=10.0, wide_roll_prob=0.0,
                        truncation_prob=0.0, single_fill=(0.8, 0.95), multi_fill=(0.5, 0.8), center_jitter=0.05,
                        distractors=(1, 4), noise_sigma=(2.0, 5.0), blur_prob=0.1),
