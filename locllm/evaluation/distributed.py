@@ -40,6 +40,10 @@ class Ranks:
         """This rank's share: every ``world_size``-th item, starting at ``rank``."""
         return list(items[self.rank::self.world_size])
 
+    def owns(self, index: int) -> bool:
+        """Whether the ``index``-th item of a stream is this rank's (the rule of :meth:`shard`, without a list)."""
+        return index % self.world_size == self.rank
+
     def all_gather(self, value) -> list:
         """Every rank's ``value`` (picklable), in rank order, on every rank."""
         if self.world_size == 1:

@@ -36,7 +36,7 @@ from ..data.geometry import crop_image, crop_to_image
 from ..data.images import ImageReadError, read_image_rgb
 from .checkpoint_identity import checkpoint_sha256
 from .distributed import Ranks
-from .predictions_log import PREDICTIONS_FORMAT, PredictionLog
+from .predictions_log import PREDICTIONS_FORMAT, PredictionLog, resume
 from .tasks import EvalItem, EvaluationTask
 
 logger = logging.getLogger(__name__)
@@ -70,9 +70,9 @@ def run_evaluation(localizer, task: EvaluationTask, *, mode: str = "fast", predi
     if localizer.codec.ndim != task.ndim:
         raise ValueError(f"{task.name} needs a checkpoint that answers {task.ndim} coordinates per keypoint; "
                          f"this one answers {localizer.codec.ndim}")
-    header = _header(task, checkpoint, mode, _decoding(localizer, mode))
+    header = _header(task, checkpoint, mode, decoding_record(localizer, mode))
     log = PredictionLog(predictions, header, ranks) if predictions is not None else None
-    finished = _resume(log, overwrite, ranks)
+    finished = resume(log, overwrite, ranks)
     todo = [item for item in _shard_by_image(task.items, ranks) if item.index not in finished]
 
     start = time.perf_counter()
@@ -91,7 +91,7 @@ def run_evaluation(localizer, task: EvaluationTask, *, mode: str = "fast", predi
         records.update((record["index"], record) for record in part)
     ordered = [records[item.index] for item in task.items]
     if log is not None and ranks.is_main:
-        log.merge(ordered)
+        log.merge()  # every rank closed its file before the gather above
     persons_asked = sum(len(part) for part in gathered)
     return _without_nan({
         "dataset": task.name, "annotation_file": str(task.annotation_file), "images": str(task.image_root),
@@ -114,21 +114,11 @@ def _header(task: EvaluationTask, checkpoint: str | None, mode: str, decoding: d
     return header if decoding is None else {**header, "decoding": decoding}
 
 
-def _decoding(localizer, mode: str) -> dict | None:
+def decoding_record(localizer, mode: str) -> dict | None:
     """The options fast mode read the answers with (:class:`~locllm.engine.refinement.DecodingOptions`), None
     for the paper's reading (reference mode, the default options, a model without such options)."""
     options = getattr(getattr(localizer, "answerer", None), "options", None)
     return None if mode != "fast" or options is None or options.is_paper else options.to_dict()
-
-
-def _resume(log: PredictionLog | None, overwrite: bool, ranks: Ranks) -> dict[int, dict]:
-    """The persons the predictions file already holds, by item index (none when starting over)."""
-    if log is not None and overwrite and ranks.is_main:
-        log.remove()
-    ranks.barrier()  # nobody reads before the main process has removed the old files
-    finished = log.finished() if log is not None else {}
-    ranks.barrier()  # nobody appends before everybody has read
-    return finished
 
 
 def _shard_by_image(items: list[EvalItem], ranks: Ranks) -> list[EvalItem]:

@@ -1,15 +1,20 @@
-"""The resumable predictions file of an evaluation: a header line, then one JSON line per person.
+"""The resumable predictions file of a run over many items (an evaluation's persons, a data set's images): a
+header line, then one JSON line per item, each carrying its ``index``.
 
-Each person's line is flushed as soon as it is answered; a rerun with the same file asks only the persons
-the file lacks (a line cut by the interruption is dropped). A file written with another header (another
-data set, checkpoint content, decoding or set of persons) is never resumed. Several processes (see
-:mod:`.distributed`) each write ``<file>.rank<r>``; the main process merges them into the file at the end.
+Each line is flushed as soon as its item is answered; a rerun with the same file asks only the items the
+file lacks (a line cut by the interruption is dropped). A file written with another header (another data
+set, checkpoint content, decoding or set of items) is never resumed. Several processes (see
+:mod:`.distributed`) each write ``<file>.rank<r>``; the main process merges them into the file at the end,
+reading the parts as streams, so that neither the merge nor the resume holds more than one line at a time
+beyond the indices already answered.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from .distributed import Ranks
@@ -19,15 +24,18 @@ RECORDED_ONLY = ("checkpoint",)  # header entries that say where, not what: they
 
 
 class PredictionLog:
-    """The predictions file: a header line, then one JSON line per person, each flushed when written.
+    """The predictions file: a header line, then one JSON line per item, each flushed when written.
 
     One process writes ``path``; with several, rank ``r`` writes ``path.rank<r>`` and the main process
-    merges everything into ``path`` at the end (:meth:`merge`).
+    merges everything into ``path`` at the end (:meth:`merge`). ``run`` names what wrote it and ``start_over``
+    the command-line flag that discards an earlier file, both for the refusal to resume another run's file.
     """
 
-    def __init__(self, path: str | Path, header: dict, ranks: Ranks):
+    def __init__(self, path: str | Path, header: dict, ranks: Ranks, *, run: str = "evaluation",
+                 start_over: str = "--overwrite-predictions"):
         self.path = Path(path)
         self.header = json.loads(json.dumps(header))  # as it reads back from the file (tuples are lists)
+        self.run, self.start_over = run, start_over
         single = ranks.world_size == 1
         self.own_path = self.path if single else self.path.with_name(f"{self.path.name}.rank{ranks.rank}")
         self._file = None
@@ -41,25 +49,29 @@ class PredictionLog:
         for path in self.files():
             path.unlink()
 
-    def finished(self) -> dict[int, dict]:
-        """The persons already answered, by item index, from every file (checked against the header)."""
-        records: dict[int, dict] = {}
-        for path in self.files():
-            text = path.read_text(encoding="utf-8")
-            # A last line without its newline was cut by an interruption: it is dropped (and asked again).
-            lines = text[: text.rfind("\n") + 1].splitlines()
-            if not lines:
-                continue
-            header = _parse_line(lines[0], path, 1)
-            difference = _header_difference(header.get("header"), self.header)
-            if difference:
-                raise ValueError(f"{path} holds predictions of another evaluation ({difference}); choose another "
-                                 "predictions file, or start over with --overwrite-predictions")
-            for number, line in enumerate(lines[1:], start=2):
-                if line.strip():
-                    record = _parse_line(line, path, number)
-                    records[record["index"]] = record
-        return records
+    def finished(self, keep_records: bool = True) -> dict[int, dict | None]:
+        """The items already answered, by index, from every file (checked against the header); with
+        ``keep_records=False`` only which ones (every value None), for runs too large to hold their records."""
+        return {record["index"]: record if keep_records else None
+                for path in self.files() for _, record in self._lines(path)}
+
+    def _lines(self, path: Path) -> Iterator[tuple[int, dict]]:
+        """``(byte offset, record)`` of every complete item line of ``path``, after checking its header. A last
+        line without its newline was cut by an interruption: it is left out (and its item asked again)."""
+        with path.open("rb") as file:
+            offset, number = 0, 0
+            for line in file:
+                number += 1
+                if not line.endswith(b"\n"):
+                    return
+                if number == 1:
+                    difference = _header_difference(self._parse(line, path, 1).get("header"), self.header)
+                    if difference:
+                        raise ValueError(f"{path} holds predictions of another {self.run} ({difference}); choose another "
+                                         f"file, or start over with {self.start_over}")
+                elif line.strip():
+                    yield offset, self._parse(line, path, number)
+                offset += len(line)
 
     def open(self) -> None:
         """Start appending to this process's file (a new file gets the header)."""
@@ -79,28 +91,66 @@ class PredictionLog:
             self._file.close()
             self._file = None
 
-    def merge(self, records: list[dict]) -> None:
-        """Main process, at the end: rewrite ``path`` with every person in order; remove the parts."""
+    def merge(self) -> None:
+        """Main process, after every rank closed its file: rewrite ``path`` with every item once, by index;
+        remove the parts. Each file is a few runs of increasing indices (one per run of the command that
+        wrote it); the runs are merged as streams, so the merge holds one line per run."""
+        files = self.files()
+        runs = [run for path in files for run in self._runs(path)]
         temporary = self.path.with_name(f"{self.path.name}.merging")
         with temporary.open("w", encoding="utf-8") as file:
-            for record in [{"header": self.header}, *records]:
-                file.write(json.dumps(record) + "\n")
+            file.write(json.dumps({"header": self.header}) + "\n")
+            last = None
+            for index, line in heapq.merge(*runs):
+                if index != last:  # a part that outlived an earlier merge repeats lines the merged file has
+                    file.write(line)
+                    last = index
         os.replace(temporary, self.path)
-        for path in self.files():
+        for path in files:
             if path != self.path:
                 path.unlink()
+
+    def _runs(self, path: Path) -> list[Iterator[tuple[int, str]]]:
+        """``path``'s lines as runs of increasing index, each a stream of ``(index, line)``."""
+        starts, previous = [], None
+        for offset, record in self._lines(path):
+            if previous is None or record["index"] < previous:
+                starts.append(offset)
+            previous = record["index"]
+        return [self._run(path, start, end) for start, end in zip(starts, [*starts[1:], None], strict=True)]
+
+    def _run(self, path: Path, start: int, end: int | None) -> Iterator[tuple[int, str]]:
+        with path.open("rb") as file:
+            file.seek(start)
+            while end is None or file.tell() < end:
+                line = file.readline()
+                if not line.endswith(b"\n"):
+                    return
+                if line.strip():
+                    yield self._parse(line, path, 0)["index"], line.decode("utf-8")
+
+    def _parse(self, line: bytes, path: Path, number: int) -> dict:
+        try:
+            return json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            where = f", line {number}" if number else ""
+            raise ValueError(f"{path}{where}: not a predictions line ({error}); remove that line to resume, "
+                             f"or start over with {self.start_over}") from None
 
     def _write(self, record: dict) -> None:
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
 
 
-def _parse_line(line: str, path: Path, number: int) -> dict:
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}, line {number}: not a predictions line ({error}); remove that line to resume, "
-                         "or start over with --overwrite-predictions") from None
+def resume(log: PredictionLog | None, overwrite: bool, ranks: Ranks, keep_records: bool = True) -> dict[int, dict | None]:
+    """The items the log already holds, by index (none when starting over: ``overwrite`` removes its files);
+    every rank calls it, the main process removes."""
+    if log is not None and overwrite and ranks.is_main:
+        log.remove()
+    ranks.barrier()  # nobody reads before the main process has removed the old files
+    finished = log.finished(keep_records) if log is not None else {}
+    ranks.barrier()  # nobody appends before everybody has read
+    return finished
 
 
 def _header_difference(found: dict | None, expected: dict) -> str | None:
