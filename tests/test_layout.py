@@ -1,6 +1,7 @@
 """The package's floors (README "Layout"): a module imports only its own floor or lower ones, the
 floor of engine / evaluation / training / convert holds siblings that never import each other
-(inference knows no training), and no module imports itself back through others."""
+(inference knows no training), apis (on the Localizer and the evaluation's log) sits above them and
+below the CLI and the web demo, and no module imports itself back through others."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ FLOORS = {
     "prompts": 1, "codecs": 1, "data": 1, "convert.dinov2": 1, "convert.gguf": 1,
     "models": 2,
     "engine": 3, "evaluation": 3, "training": 3, "convert": 3,
-    "serve": 4, "cli": 4,
-    "__main__": 5,
+    "apis": 4,
+    "serve": 5, "cli": 5,
+    "__main__": 6,
 }
 SIBLINGS = 3  # the floor whose folders never import each other
 

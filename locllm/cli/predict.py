@@ -5,6 +5,7 @@
     locllm predict photo.jpg --checkpoint runs/my-keypoints/checkpoints/step-0000600 --keypoints "left toe,head top"
     locllm predict group.jpg --detector PekingU/rtdetr_r50vd --out vis.png     # every person the detector finds
     locllm predict clip.mp4 --detect-every 5 --out clip_keypoints.mp4 --json clip_keypoints.jsonl   # a video
+    locllm predict photos/ --jsonl photos.jsonl --coco-results photos_coco.json   # a data set (predict_dataset.py)
 
 A checkpoint trained on keypoints of your own (``descriptions.json`` in its folder) is asked them by name alone.
 """
@@ -24,11 +25,14 @@ from ..engine.report import prediction_report, requested_keypoints, unreadable_m
 from ..engine.video import is_video
 from .common import add_json_argument, write_json
 from .decoding_args import add_decoding_arguments, decoding_options
+from .predict_dataset import add_arguments as add_dataset_arguments
+from .predict_dataset import run as predict_dataset
 from .predict_pictures import picture_targets, write_picture
 
 
 def add_parser(parser) -> None:
-    parser.add_argument("images", nargs="+", help="image files, or one video (mp4, avi, ...)")
+    parser.add_argument("images", nargs="+", help="image files, or one video (mp4, avi, ...), or with --jsonl one "
+                                                  "data set (a folder, a .txt list or a COCO .json file)")
     parser.add_argument("--checkpoint", help="a LocLLM checkpoint folder (default: the shipped demo checkpoint)")
     parser.add_argument("--boxes", help="'x,y,w,h' for every image, or a COCO detection-results JSON; "
                                         "default: the persons --detector finds, else the whole image is one person")
@@ -48,13 +52,17 @@ def add_parser(parser) -> None:
     parser.add_argument("--detect-every", type=int, default=1, metavar="N",
                         help="a video: find persons every N-th frame; between, follow each by its keypoints")
     add_json_argument(parser)
-    parser.add_argument("--overwrite", action="store_true", help="replace output files that exist (else refused)")
+    parser.add_argument("--overwrite", action="store_true", help="replace output files that exist (else refused); "
+                                                                 "with --jsonl: start over")
+    add_dataset_arguments(parser)
 
 
 def run(args) -> int:
     from ..engine import Localizer
     from ..engine.demo import demo_checkpoint
 
+    if args.jsonl:
+        return predict_dataset(args)
     images = [Path(p) for p in args.images]
     if any(is_video(path) for path in images):
         return predict_video(args, images)
