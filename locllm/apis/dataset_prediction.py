@@ -8,7 +8,7 @@
 Example (the CLI is ``locllm predict DIR --jsonl OUT``)::
 
     summary = predict_dataset(Localizer.from_pretrained("ckpt"), ImageSource("photos/"), "photos.jsonl",
-                              keypoints=COCO_KEYPOINTS, coco_results="photos_coco.json")
+                              keypoints="coco", coco_results="photos_coco.json")
 
 An image's line holds what ``locllm predict --json`` writes per image (``image``, ``persons``, ``error``) and
 its ``index`` and ``image_id``; each person also its ``box_score``. The file's header ties it to the images,
@@ -46,7 +46,7 @@ PREDICTIONS_FORMAT = "locllm-dataset-predictions/1"
 START_OVER = "--overwrite"
 
 
-def predict_dataset(localizer, source: ImageSource, jsonl: str | Path, *, keypoints: KeypointSet,
+def predict_dataset(localizer, source: ImageSource, jsonl: str | Path, *, keypoints="coco",
                     mode: str = "fast", boxes: PersonBoxes | None = None, coco_results: str | Path | None = None,
                     overwrite: bool = False, progress: bool = True, ranks: Ranks | None = None,
                     checkpoint: str | None = None) -> dict:
@@ -54,7 +54,7 @@ def predict_dataset(localizer, source: ImageSource, jsonl: str | Path, *, keypoi
 
     Args:
         localizer: a :class:`~locllm.engine.Localizer`; ``persons_per_batch`` images go to it at a time.
-        keypoints: what to ask (as :meth:`Localizer.keypoint_set` resolves it).
+        keypoints: what to ask: a set name, names, or a ``KeypointSet`` (as :meth:`Localizer.keypoint_set` reads it).
         boxes: where the persons are (default: the localizer's detector, else the whole image).
         coco_results: also write the COCO keypoint results file here at the end (main process).
         ranks: this process among several; default one process.
