@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import heapq
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..data.outputs import write_atomically
 from .distributed import Ranks
 
 PREDICTIONS_FORMAT = "locllm-eval-predictions/1"
@@ -97,15 +97,17 @@ class PredictionLog:
         wrote it); the runs are merged as streams, so the merge holds one line per run."""
         files = self.files()
         runs = [run for path in files for run in self._runs(path)]
-        temporary = self.path.with_name(f"{self.path.name}.merging")
-        with temporary.open("w", encoding="utf-8") as file:
-            file.write(json.dumps({"header": self.header}) + "\n")
-            last = None
-            for index, line in heapq.merge(*runs):
-                if index != last:  # a part that outlived an earlier merge repeats lines the merged file has
-                    file.write(line)
-                    last = index
-        os.replace(temporary, self.path)
+
+        def write(temporary: Path) -> None:  # a full disk or an interruption leaves every file as it was
+            with temporary.open("w", encoding="utf-8") as file:
+                file.write(json.dumps({"header": self.header}) + "\n")
+                last = None
+                for index, line in heapq.merge(*runs):
+                    if index != last:  # a part that outlived an earlier merge repeats lines the merged file has
+                        file.write(line)
+                        last = index
+
+        write_atomically(self.path, write)
         for path in files:
             if path != self.path:
                 path.unlink()
