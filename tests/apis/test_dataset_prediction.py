@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
@@ -188,3 +189,30 @@ def test_two_processes_write_the_records_of_one(answered, tmp_path):
     assert (tmp_path / "two.jsonl").read_bytes() == complete.read_bytes()
     assert (tmp_path / "coco.json").read_bytes() == coco.read_bytes()
     assert not list(tmp_path.glob("two.jsonl.rank*"))
+
+
+class TwoPersons:
+    """A detector that finds the same two persons in every image."""
+
+    def detect(self, image):
+        from locllm.engine.detection import Detections
+
+        return Detections(np.array([[10.0, 10.0, 40.0, 70.0], [40.0, 5.0, 50.0, 85.0]]), np.array([0.9, 0.6]))
+
+
+def test_persons_from_a_detector_carry_its_scores(synth, tmp_path):
+    from locllm.apis.dataset_prediction import predict_dataset
+    from locllm.apis.image_sources import ImageSource
+    from locllm.engine import Localizer
+    from locllm.engine.demo import demo_checkpoint
+
+    _, images = synth
+    localizer = Localizer.from_pretrained(demo_checkpoint(), device="cpu", detector=TwoPersons())
+    listed = tmp_path / "list.txt"
+    listed.write_text("000001.jpg\n000002.jpg\n")
+    summary = predict_dataset(localizer, ImageSource(listed, image_root=images), tmp_path / "out.jsonl",
+                              coco_results=tmp_path / "coco.json", progress=False)
+    header, *records = _lines(tmp_path / "out.jsonl")
+    assert header["header"]["boxes"] == {"detector": "TwoPersons"} and summary["persons"] == 4
+    assert [[p["box_score"] for p in r["persons"]] for r in records] == [[0.9, 0.6], [0.9, 0.6]]
+    assert [r["box_score"] for r in json.loads((tmp_path / "coco.json").read_text())] == [0.9, 0.6, 0.9, 0.6]
