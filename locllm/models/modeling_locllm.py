@@ -160,6 +160,8 @@ class LocLLMForKeypointLocalization(LocLLMPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         supervised_logits_only: bool = False,
+        answer_choice_ids: torch.LongTensor | None = None,
+        answer_choice_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         r"""
@@ -173,6 +175,9 @@ class LocLLMForKeypointLocalization(LocLLMPreTrainedModel, GenerationMixin):
                 (training: most positions are image and prompt tokens, and a 49k-word head on each of them
                 is most of a small LM's work); the loss is the same, ``logits`` is then (S, V) for the S
                 supervised positions in row-major order.
+            answer_choice_ids, answer_choice_mask: with ``supervised_logits_only``, the answer-vocabulary loss
+                (``locllm.training.collator``): cross-entropy over the (C,) choice ids at the (B, T - 1) positions
+                that predict a chosen token only; ``logits`` is then (S, C).
         """
         if inputs_embeds is None:
             if pixel_values is not None and image_features is None:
@@ -183,7 +188,9 @@ class LocLLMForKeypointLocalization(LocLLMPreTrainedModel, GenerationMixin):
                 image_features = None
             inputs_embeds = self.embed(input_ids, image_features)
         if labels is not None and supervised_logits_only:
-            return self.supervised_loss(inputs_embeds, labels, attention_mask, position_ids, **kwargs)
+            return self.supervised_loss(inputs_embeds, labels, attention_mask, position_ids,
+                                        answer_choice_ids=answer_choice_ids, answer_choice_mask=answer_choice_mask,
+                                        **kwargs)
         return self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
@@ -197,7 +204,8 @@ class LocLLMForKeypointLocalization(LocLLMPreTrainedModel, GenerationMixin):
 
     def supervised_loss(self, inputs_embeds: torch.Tensor, labels: torch.Tensor, attention_mask=None,
                         position_ids=None, num_items_in_batch: torch.Tensor | int | None = None,
-                        **kwargs) -> CausalLMOutputWithPast:
+                        answer_choice_ids: torch.LongTensor | None = None,
+                        answer_choice_mask: torch.Tensor | None = None, **kwargs) -> CausalLMOutputWithPast:
         """The causal LM's loss (as transformers computes it: token t predicts label t + 1, summed over
         the supervised tokens and divided by ``num_items_in_batch``, else their mean) from the decoder's
         hidden states (B, T, D) with the LM head applied only at the S supervised positions."""
@@ -205,9 +213,18 @@ class LocLLMForKeypointLocalization(LocLLMPreTrainedModel, GenerationMixin):
                                                    position_ids=position_ids, use_cache=False,
                                                    **kwargs).last_hidden_state
         targets = labels[:, 1:].to(hidden.device)  # (B, T - 1): what each position but the last predicts
-        supervised = targets != IGNORE_INDEX
-        logits = self.language_model.get_output_embeddings()(hidden[:, :-1][supervised])  # (S, V)
-        loss = F.cross_entropy(logits.float(), targets[supervised], reduction="sum")
+        head = self.language_model.get_output_embeddings()
+        if answer_choice_mask is None:
+            supervised = targets != IGNORE_INDEX
+            logits = head(hidden[:, :-1][supervised])  # (S, V)
+            chosen = targets[supervised]
+        else:  # the head's rows of the choice tokens only: a softmax over what the constrained decoder may pick
+            supervised = answer_choice_mask.to(hidden.device)
+            choice_ids = answer_choice_ids.to(hidden.device)
+            bias = head.bias[choice_ids] if head.bias is not None else None
+            logits = F.linear(hidden[:, :-1][supervised], head.weight[choice_ids], bias)  # (S, C)
+            chosen = (targets[supervised][:, None] == choice_ids).int().argmax(dim=1)
+        loss = F.cross_entropy(logits.float(), chosen, reduction="sum")
         loss = loss / (num_items_in_batch if num_items_in_batch is not None else supervised.sum())
         return CausalLMOutputWithPast(loss=loss, logits=logits)
 

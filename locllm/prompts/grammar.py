@@ -59,3 +59,35 @@ def build_answer_grammar(builder: PromptBuilder, codec: CoordinateCodec) -> Answ
     items += [GrammarItem(tuple(ids), v) for ids, v in zip(steps[start:-1], value_of_unit, strict=True)]
     items.append(GrammarItem(tuple(steps[-1]), None))
     return AnswerGrammar(tuple(items), codec.ndim)
+
+
+@dataclass(frozen=True)
+class AnswerChoices:
+    """Where a grammar-constrained decoder chooses, readable from a teacher-forced sequence.
+
+    ``choice_ids``: the tokens it chooses among (the value tokens: digits, or location tokens).
+    ``after_ids``: the tokens that come right before a choice step. A supervised token is a choice exactly
+    when it is one of ``choice_ids`` and the token before it one of ``after_ids``; every other answer
+    token is forced, so its likelihood under the constrained decoder is 1.
+    """
+
+    choice_ids: tuple[int, ...]
+    after_ids: tuple[int, ...]
+
+
+def answer_choices(grammar: AnswerGrammar) -> AnswerChoices:
+    """The grammar's choice steps (they must all allow the same tokens) and what precedes them; an error
+    when a forced value token (the ``0`` before the point) follows a token that also precedes a choice."""
+    free = [i for i, item in enumerate(grammar.items) if not item.forced]
+    if not free:
+        raise ValueError("the answer grammar has no step with a choice")
+    choice_ids = grammar.items[free[0]].allowed
+    if any(set(grammar.items[i].allowed) != set(choice_ids) for i in free):
+        raise ValueError("the answer grammar's choice steps allow different tokens; the answer-vocabulary loss "
+                         "needs one set")
+    after_ids = {token for i in free if i > 0 for token in grammar.items[i - 1].allowed}
+    for i, item in enumerate(grammar.items):
+        if item.forced and item.allowed[0] in choice_ids and i > 0 and after_ids & set(grammar.items[i - 1].allowed):
+            raise ValueError("this tokenizer writes a forced value token where a choice could stand; the "
+                             "answer-vocabulary loss cannot tell them apart")
+    return AnswerChoices(tuple(choice_ids), tuple(sorted(after_ids)))

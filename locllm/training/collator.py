@@ -21,6 +21,7 @@ import torch
 from ..data.datasets import CaptionSample, PoseSample
 from ..models.processing_locllm import LocLLMProcessor
 from ..prompts import IGNORE_INDEX
+from ..prompts.grammar import AnswerChoices
 from ..prompts.padding import pad_sequences
 
 ROUND_CHOICE_STREAM = 1  # keeps the round choice independent of the datasets' augmentation draws
@@ -37,9 +38,13 @@ class TrainingCollator:
         seed: with epoch and index, seeds each sample's choice of keypoints.
         supervise_unknown_depth: 3D only: also supervise the filler depth of samples without depth
             (the reference does; by default those characters carry no loss).
+        answer_choices: for the answer-vocabulary loss (``optim.loss: answer_vocab``): where the
+            constrained decoder chooses; ``None``: the paper's loss over the whole vocabulary.
 
     Returns (from ``__call__``):
-        ``pixel_values`` (B, 3, S, S) float32, ``input_ids`` / ``labels`` / ``attention_mask`` (B, T).
+        ``pixel_values`` (B, 3, S, S) float32, ``input_ids`` / ``labels`` / ``attention_mask`` (B, T); with
+        ``answer_choices`` also ``answer_choice_ids`` (C,) and ``answer_choice_mask`` (B, T - 1), true where
+        position t predicts a chosen token (label t + 1).
     """
 
     def __init__(
@@ -48,6 +53,7 @@ class TrainingCollator:
         max_rounds: int = 5,
         seed: int = 0,
         supervise_unknown_depth: bool = False,
+        answer_choices: AnswerChoices | None = None,
     ):
         if max_rounds < 1:
             raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
@@ -57,6 +63,7 @@ class TrainingCollator:
         self.max_rounds = max_rounds
         self.seed = seed
         self.supervise_unknown_depth = supervise_unknown_depth
+        self.answer_choices = answer_choices
 
     def __call__(self, items: Sequence[tuple[int, int, PoseSample | CaptionSample]]) -> dict[str, torch.Tensor]:
         examples, crops = [], []
@@ -74,6 +81,12 @@ class TrainingCollator:
                                  "set data.crop_size to the model's image size")
         batch = self.pad(examples)
         batch["pixel_values"] = self.processor.image_processor.normalize(crops)
+        if self.answer_choices is not None:
+            choice_ids = torch.tensor(self.answer_choices.choice_ids)
+            after_ids = torch.tensor(self.answer_choices.after_ids)
+            batch["answer_choice_ids"] = choice_ids
+            batch["answer_choice_mask"] = (torch.isin(batch["labels"][:, 1:], choice_ids)
+                                           & torch.isin(batch["input_ids"][:, :-1], after_ids))
         return batch
 
     def keypoint_example(self, sample: PoseSample, rng: np.random.Generator) -> dict[str, list[int]]:

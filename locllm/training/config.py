@@ -137,6 +137,7 @@ class PromptConfig:
     question_template: str | None = None  # None: the paper's "Where is the {name} of this person ...?"
     max_rounds: int = 5  # keypoints asked per training sample (1: the single-round ablation)
     coordinates: str = "decimal"  # decimal | location_tokens (the ablation)
+    decimals: int = 3  # decimal answers: digits after the point of x and y (the paper: 3; 2 is a 1/100 grid)
     ndim: int = 2  # 3: x, y and root-relative depth (Human3.6M)
     supervise_unknown_depth: bool = False  # True: supervise the filler depth of 2D samples, as the reference does
 
@@ -147,6 +148,10 @@ class PromptConfig:
             raise ValueError(f"prompt.coordinates must be 'decimal' or 'location_tokens', got {self.coordinates!r}")
         if self.ndim not in (2, 3):
             raise ValueError(f"prompt.ndim must be 2 or 3, got {self.ndim}")
+        if self.decimals not in (2, 3):
+            raise ValueError(f"prompt.decimals must be 2 or 3, got {self.decimals}")
+        if self.decimals != 3 and self.coordinates != "decimal":
+            raise ValueError("prompt.decimals applies to decimal answers; location tokens have their own grid")
         if self.max_rounds < 1:
             raise ValueError(f"prompt.max_rounds must be >= 1, got {self.max_rounds}")
 
@@ -159,6 +164,9 @@ class OptimConfig:
     warmup_steps: int = 0
     warmup_ratio: float = 0.0  # or a share of all steps (the reference: 0.03); at most one of the two
     schedule: str = "cosine"  # cosine (to 0 after the warm-up) | constant (after the warm-up)
+    loss: str = "full_vocab"  # full_vocab: the paper's cross-entropy over the whole vocabulary at every answer
+    # token | answer_vocab: over the tokens the answer grammar allows at each step (forced steps cost nothing),
+    # the exact likelihood of the grammar-constrained decoder
     epochs: int = 1
     max_steps: int | None = None  # optimizer steps; overrides epochs when set
     max_minutes: float | None = None  # a wall-clock budget: the run stops when it is spent (or at the last step),
@@ -173,6 +181,8 @@ class OptimConfig:
             raise ValueError(f"optim.stage must be 1 or 2, got {self.stage}")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"optim.schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        if self.loss not in ("full_vocab", "answer_vocab"):
+            raise ValueError(f"optim.loss must be 'full_vocab' or 'answer_vocab', got {self.loss!r}")
         if self.micro_batch_size < 1 or self.batch_size % self.micro_batch_size:
             raise ValueError(
                 f"optim.batch_size ({self.batch_size}) must be a multiple of optim.micro_batch_size "

@@ -30,6 +30,7 @@ from ..models.tiny import locllm_config
 from ..models.vision import build_vision_tower
 from ..prompts import IGNORE_INDEX, PromptStyle, build_char_tokenizer
 from ..prompts.demo_tokenizer import build_demo_tokenizer
+from ..prompts.grammar import answer_choices, build_answer_grammar
 from .checkpoint import latest_checkpoint
 from .clip_baseline_collator import CLIPBaselineCollator
 from .collator import TrainingCollator
@@ -75,7 +76,10 @@ def build_tokenizer(config: TrainConfig, style: PromptStyle):
 
 def answer_codec(config: TrainConfig) -> DecimalCodec | LocationTokenCodec:
     """The coordinate format of the answers: prompt.coordinates names a codec type."""
-    return build_codec({"type": config.prompt.coordinates, "ndim": config.prompt.ndim})
+    spec = {"type": config.prompt.coordinates, "ndim": config.prompt.ndim}
+    if config.prompt.coordinates == "decimal":
+        spec["decimals"] = config.prompt.decimals
+    return build_codec(spec)
 
 
 def build_model_config(config: TrainConfig, tokenizer, style: PromptStyle) -> LocLLMConfig:
@@ -205,8 +209,19 @@ def build_locllm(config: TrainConfig, resume: Path | None,
 
 def locllm_collator(config: TrainConfig, model: LocLLMForKeypointLocalization,
                     processor: LocLLMProcessor) -> TrainingCollator:
+    choices = None
+    if config.optim.loss == "answer_vocab":
+        choices = answer_choices(build_answer_grammar(processor.builder, processor.codec))
     return TrainingCollator(processor, max_rounds=config.prompt.max_rounds, seed=config.seed,
-                            supervise_unknown_depth=config.prompt.supervise_unknown_depth)
+                            supervise_unknown_depth=config.prompt.supervise_unknown_depth, answer_choices=choices)
+
+
+def answer_tokens_supervised(batch: dict) -> int:
+    """Supervised answer tokens of a micro-batch: the chosen ones under the answer-vocabulary loss (forced
+    tokens cost nothing there), else all of them (labels shifted by one)."""
+    if "answer_choice_mask" in batch:
+        return int(batch["answer_choice_mask"].sum())
+    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
 
 # ---------------------------------------------------------------------------- clip_baseline
@@ -281,7 +296,7 @@ def patch_classifier_collator(config: TrainConfig, model: PatchClassifier, proce
 
 MODEL_TYPES = {
     "locllm": ModelType(build_locllm, locllm_collator,
-                        supervised=lambda batch: int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()),  # shifted by one
+                        supervised=answer_tokens_supervised,
                         loss=lambda model, batch, num_items: model(**batch, num_items_in_batch=num_items,
                                                                    supervised_logits_only=True).loss),
     "clip_baseline": ModelType(build_clip_baseline, clip_baseline_collator,
