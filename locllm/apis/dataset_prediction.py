@@ -14,7 +14,8 @@ An image's line holds what ``locllm predict --json`` writes per image (``image``
 its ``index`` and ``image_id``; each person also its ``box_score``. The file's header ties it to the images,
 the checkpoint's content, the keypoints and their descriptions, the boxes and the decoding: the same run
 started again answers only the images the file lacks, another run is refused. Memory does not grow with the
-number of images: the source is streamed, no answer is kept, and the resume keeps only the answered indices.
+number of images: the source is streamed and no answer is kept; a resumed run holds the indices already
+answered (about 80 bytes each: 80 MiB for a million).
 
 Several processes (``torchrun`` / ``accelerate launch``, see :mod:`locllm.evaluation.distributed`): rank r
 answers the images whose index is r modulo the number of ranks into ``OUT.rank<r>``; rank 0 merges the parts
