@@ -68,7 +68,8 @@ def run(args) -> int:
         return predict_video(args, images)
     for path in images:
         if path.is_dir():
-            raise IsADirectoryError(f"{path} is a folder: give its image files, e.g. {path}/*.jpg")
+            raise IsADirectoryError(f"{path} is a folder: give its image files, e.g. {path}/*.jpg, or answer "
+                                    "it as a data set with --jsonl OUT.jsonl")
         if not path.is_file():
             raise FileNotFoundError(f"image not found: {path}")
     # Every output is checked before the model is loaded: a picture that cannot be written must not cost
