@@ -22,14 +22,11 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 from pathlib import Path
 
 import novel_keypoints_smollm2 as experiment
 import numpy as np
 import torch
-import yaml
 from novel_keypoints_criteria import (
     CURVE_CROPS,
     PILOT_GATE,
@@ -64,22 +61,9 @@ def pilot_config(out: Path, tower: Path, lr: float, args) -> dict:
 
 def train(out: Path, tower: Path, args) -> dict[str, dict]:
     """Both learning rates side by side, one thread each; their ``locllm train --json`` summaries."""
-    running = {}
-    for lr in args.lrs:
-        name = f"lr{lr:g}"
-        summary = out / f"arm_A_{name}.train.json"
-        if summary.is_file():
-            continue
-        config_file = out / f"arm_A_{name}.yaml"
-        config_file.write_text(yaml.safe_dump(pilot_config(out, tower, lr, args)))
-        log = (out / f"arm_A_{name}.log").open("w")
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        running[name] = subprocess.Popen([sys.executable, "-m", "locllm", "train", str(config_file), "--json",
-                                          str(summary)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    for name, process in running.items():
-        if process.wait():
-            raise SystemExit(f"arm A {name} failed: see {out / f'arm_A_{name}.log'}")
-    return {f"lr{lr:g}": json.loads((out / f"arm_A_lr{lr:g}.train.json").read_text()) for lr in args.lrs}
+    summaries = experiment.train_side_by_side(out, {f"A_lr{lr:g}": pilot_config(out, tower, lr, args)
+                                                    for lr in args.lrs})
+    return {f"lr{lr:g}": summaries[f"A_lr{lr:g}"] for lr in args.lrs}
 
 
 def answers(checkpoint: Path, crops: np.ndarray, names: list[str]) -> np.ndarray:

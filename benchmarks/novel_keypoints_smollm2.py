@@ -270,24 +270,30 @@ def arm_config(arm: str, out: Path, tower: Path, args) -> dict:
     }
 
 
-def train_arms(out: Path, tower: Path, args) -> dict[str, dict]:
-    """Train the arms not trained yet, side by side, one thread each; their ``locllm train --json`` summaries
-    (``train_minutes``: the optimizer steps' time, start-up and checkpoint writing left out)."""
+def train_side_by_side(out: Path, configs: dict[str, dict]) -> dict[str, dict]:
+    """``locllm train`` each config not trained yet (``arm_<name>.yaml`` in ``out``), side by side, one thread
+    each; their ``--json`` summaries by name."""
     running = {}
-    for arm in ARMS:
-        summary = out / f"arm_{arm}.train.json"
+    for name, config in configs.items():
+        summary = out / f"arm_{name}.train.json"
         if summary.is_file():
             continue
-        config_file = out / f"arm_{arm}.yaml"
-        config_file.write_text(yaml.safe_dump(arm_config(arm, out, tower, args)))
-        log = (out / f"arm_{arm}.log").open("w")
+        config_file = out / f"arm_{name}.yaml"
+        config_file.write_text(yaml.safe_dump(config))
+        log = (out / f"arm_{name}.log").open("w")
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        running[arm] = subprocess.Popen([sys.executable, "-m", "locllm", "train", str(config_file), "--json",
-                                         str(summary)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    for arm, process in running.items():
+        running[name] = subprocess.Popen([sys.executable, "-m", "locllm", "train", str(config_file), "--json",
+                                          str(summary)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    for name, process in running.items():
         if process.wait():
-            raise SystemExit(f"arm {arm} failed: see {out / f'arm_{arm}.log'}")
-    summaries = {arm: json.loads((out / f"arm_{arm}.train.json").read_text()) for arm in ARMS}
+            raise SystemExit(f"arm {name} failed: see {out / f'arm_{name}.log'}")
+    return {name: json.loads((out / f"arm_{name}.train.json").read_text()) for name in configs}
+
+
+def train_arms(out: Path, tower: Path, args) -> dict[str, dict]:
+    """Train the arms not trained yet, side by side; their ``locllm train --json`` summaries (``train_minutes``:
+    the optimizer steps' time, start-up and checkpoint writing left out)."""
+    summaries = train_side_by_side(out, {arm: arm_config(arm, out, tower, args) for arm in ARMS})
     for summary in summaries.values():
         summary["train_minutes"] = round(summary["global_step"] / summary["steps_per_second"] / 60, 1)
     return summaries
