@@ -298,7 +298,7 @@ class Localizer:
         unreadable = frozenset(self.unreadable_keypoints(kp_set))
         for start in range(0, len(where), self.persons_per_batch):
             chunk = slice(start, start + self.persons_per_batch)
-            normalized, scores, valid, texts = self._answer_crops(pixel_values[chunk], kp_set, mode)
+            normalized, scores, valid, texts = self._answer_crops(pixel_values[chunk], kp_set, mode, unreadable)
             for p, (i, j) in enumerate(where[chunk]):
                 n = start + p
                 coords = normalized[p]
@@ -348,22 +348,22 @@ class Localizer:
         results = []
         for start in range(0, len(crops), self.persons_per_batch):
             chunk = crops[start:start + self.persons_per_batch]
-            normalized, scores, valid, texts = self._answer_crops(self.processor.image_processor.normalize(chunk), kp_set, mode)
+            normalized, scores, valid, texts = self._answer_crops(self.processor.image_processor.normalize(chunk), kp_set,
+                                                                  mode, unreadable)
             normalized[..., :2] *= size
             box = np.array([0.0, 0.0, size, size])
             results += [PersonKeypoints(box, kp_set.names, normalized[p], scores[p], valid[p], texts[p],
                                         unreadable=unreadable) for p in range(len(chunk))]
         return results
 
-    def _answer_crops(self, pixel_values: torch.Tensor, kp_set: KeypointSet,
-                      mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list[str]]]:
+    def _answer_crops(self, pixel_values: torch.Tensor, kp_set: KeypointSet, mode: str,
+                      unreadable: frozenset[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list[str]]]:
         """Normalized crop tensors (P, 3, S, S) -> the answerer's coordinates (P, K, ndim) in [0, 1) of the
-        crop, scores (P, K), valid (P, K) and answer texts; the scores of keypoints whose question is unreadable
-        are 0."""
+        crop, scores (P, K), valid (P, K) and answer texts; the scores of the ``unreadable`` keypoints
+        (:meth:`unreadable_keypoints`, found once per call by the caller) are 0."""
         with self._model_lock:
             normalized, scores, valid, texts = self.answerer(self.model, self.processor, pixel_values.to(self.device),
                                                              kp_set, mode)
-        unreadable = self.unreadable_keypoints(kp_set)
         if unreadable:
             scores = np.where([name in unreadable for name in kp_set.names], 0.0, scores)
         return normalized, scores, valid, texts
