@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ..data.outputs import check_output_file, write_text_atomically
@@ -18,6 +19,15 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def warn_unreadable(localizer, kp_set) -> None:
+    """Say on stderr which asked keypoints the model cannot read (see ``Localizer.unreadable_keypoints``)."""
+    from ..engine.report import unreadable_message
+
+    message = unreadable_message(localizer.unreadable_keypoints(kp_set))
+    if message:
+        print(f"warning: {message}", file=sys.stderr)
 
 
 def add_json_argument(parser) -> None:

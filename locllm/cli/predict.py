@@ -21,9 +21,9 @@ import numpy as np
 from ..data.images import ImageReadError, read_image_rgb
 from ..data.outputs import check_not_replacing, check_output_file
 from ..engine.boxes import image_key, parse_box, read_detection_boxes
-from ..engine.report import prediction_report, requested_keypoints, unreadable_message
+from ..engine.report import prediction_report, requested_keypoints
 from ..engine.video import is_video
-from .common import add_json_argument, write_json
+from .common import add_json_argument, warn_unreadable, write_json
 from .decoding_args import add_decoding_arguments, decoding_options
 from .predict_dataset import add_arguments as add_dataset_arguments
 from .predict_dataset import run as predict_dataset
@@ -174,9 +174,3 @@ def predict_video(args, paths: list[Path]) -> int:
         print(f"{paths[0].name}: {summary.skipped} frames could not be decoded (skipped; the others written)",
               file=sys.stderr)
     return 0
-
-
-def warn_unreadable(localizer, kp_set) -> None:
-    message = unreadable_message(localizer.unreadable_keypoints(kp_set))
-    if message:
-        print(f"warning: {message}", file=sys.stderr)

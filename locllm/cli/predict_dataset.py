@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from ..data.outputs import check_not_replacing, check_output_file
-from .common import positive_int, write_json
+from .common import positive_int, warn_unreadable, write_json
 from .decoding_args import decoding_options
 from .interrupts import sigterm_as_interrupt
 
@@ -38,7 +38,7 @@ def run(args) -> int:
     from ..apis.person_boxes import PersonBoxes
     from ..engine import Localizer
     from ..engine.demo import demo_checkpoint
-    from ..engine.report import requested_keypoints, unreadable_message
+    from ..engine.report import requested_keypoints
     from ..evaluation.distributed import evaluation_ranks
     from ..models.hub import resolve_pretrained
 
@@ -64,9 +64,8 @@ def run(args) -> int:
                                               persons_per_batch=args.batch_size,
                                               decoding=decoding_options(args, checkpoint))
         kp_set, _ = requested_keypoints(args.keypoints, args.describe, localizer.keypoint_set)
-        unreadable = unreadable_message(localizer.unreadable_keypoints(kp_set))
-        if unreadable and ranks.is_main:
-            print(f"warning: {unreadable}", file=sys.stderr)
+        if ranks.is_main:
+            warn_unreadable(localizer, kp_set)
         try:
             with sigterm_as_interrupt():
                 summary = predict_dataset(localizer, source, args.jsonl, keypoints=kp_set, mode=args.mode, boxes=boxes,
