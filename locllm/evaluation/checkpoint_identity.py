@@ -7,10 +7,9 @@ same checkpoint moved or copied elsewhere may be.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-from huggingface_hub.utils.sha import sha_fileobj
+from ..models.modeling_base import files_sha256
 
 # What a training checkpoint holds for resuming training only: it does not change a single answer.
 TRAINING_ONLY = ("optimizer.bin", "scheduler.bin", "training_state.json", "train_config.yaml", "input_files.json")
@@ -26,11 +25,7 @@ def checkpoint_sha256(folder: str | Path | None) -> str | None:
     if folder is None or not Path(folder).is_dir():
         return None
     folder = Path(folder)
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and _answers_depend_on(p.name)):
-        with path.open("rb") as file:
-            digest.update(f"{path.relative_to(folder).as_posix()}\0".encode() + sha_fileobj(file))
-    return digest.hexdigest()[:16]
+    return files_sha256(folder, sorted(p for p in folder.rglob("*") if p.is_file() and _answers_depend_on(p.name)))
 
 
 def _answers_depend_on(name: str) -> bool:

@@ -85,15 +85,21 @@ def read_checkpoint_config(folder: str | Path, config_class: type[PretrainedConf
     return config
 
 
+def files_sha256(folder: str | Path, paths) -> str:
+    """A short sha256 over the names (relative to ``folder``) and contents of ``paths``, in the order given."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with Path(path).open("rb") as file:
+            digest.update(f"{Path(path).relative_to(folder).as_posix()}\0".encode() + sha_fileobj(file))
+    return digest.hexdigest()[:16]
+
+
 def checkpoint_weights_sha256(folder: str | Path) -> str:
     """A short sha256 of what a checkpoint's raw answers depend on: its ``config.json`` and weight files
     (what is fitted to those answers, such as a calibration, records it)."""
-    digest = hashlib.sha256()
-    for name in ("config.json", BASE_WEIGHTS, TRAINED_WEIGHTS):
-        if (Path(folder) / name).is_file():
-            with (Path(folder) / name).open("rb") as file:
-                digest.update(f"{name}\0".encode() + sha_fileobj(file))
-    return digest.hexdigest()[:16]
+    folder = Path(folder)
+    return files_sha256(folder, [folder / name for name in ("config.json", BASE_WEIGHTS, TRAINED_WEIGHTS)
+                                 if (folder / name).is_file()])
 
 
 def read_checkpoint_tensors(folder: str | Path) -> dict[str, torch.Tensor]:
@@ -386,5 +392,5 @@ def _retie(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.
     return state
 
 
-__all__ = ["BASE_WEIGHTS", "TRAINED_WEIGHTS", "BaseSpec", "PreTrainedModelOnBases", "checkpoint_weights_sha256",
+__all__ = ["BASE_WEIGHTS", "TRAINED_WEIGHTS", "BaseSpec", "PreTrainedModelOnBases", "checkpoint_weights_sha256", "files_sha256",
            "read_checkpoint_config", "read_checkpoint_tensors"]
