@@ -9,6 +9,7 @@ an :class:`ImageReadError` naming the file, never an answer on garbage.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -61,14 +62,15 @@ def read_image_rgb(path: str | Path, max_pixels: int | None = None) -> np.ndarra
     limit = max_image_pixels() if max_pixels is None else max_pixels
     if not path.is_file():
         raise ImageReadError(f"image not found: {path}")
-    # imdecode from bytes instead of imread(path): imread cannot open non-ASCII paths on every platform
+    # One read of the file serves the header check and the decoder; imdecode from bytes instead of imread(path):
+    # imread cannot open non-ASCII paths on every platform
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        data = path.read_bytes()
     except OSError as error:
         raise ImageReadError(f"cannot read image {path}: {error}") from error
     width, height = _header_size(path, data, limit)
     try:
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     except cv2.error as error:
         raise ImageReadError(f"cannot decode image {path}: {str(error).strip().splitlines()[-1]}") from None
     if image is None:
@@ -79,15 +81,15 @@ def read_image_rgb(path: str | Path, max_pixels: int | None = None) -> np.ndarra
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def _header_size(path: Path, data: np.ndarray, limit: int) -> tuple[int, int]:
+def _header_size(path: Path, data: bytes, limit: int) -> tuple[int, int]:
     """Width and height from the file's header, checked against ``limit`` and, where the format says where
     it ends, against truncation. PIL reads headers without decoding pixels (OpenCV has no such call)."""
-    if not data.size:
+    if not data:
         raise ImageReadError(f"cannot decode image {path}: the file is empty")
     try:
         with warnings.catch_warnings():  # PIL warns of a bomb above 89 M pixels: ours is the limit that counts
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            header = Image.open(path)
+            header = Image.open(io.BytesIO(data))
         with header:
             width, height = header.size
             kind = header.format
@@ -97,14 +99,15 @@ def _header_size(path: Path, data: np.ndarray, limit: int) -> tuple[int, int]:
         raise ImageTooLargeError(f"image {path} is larger than {_LIMIT_RANGE[1]:,} pixels, more than any limit "
                              "this reader allows") from None
     except (UnidentifiedImageError, SyntaxError) as error:
-        raise ImageReadError(f"cannot read the size of image {path} from its header ({error}): give PNG, JPEG, "
+        reason = "not a format PIL knows" if isinstance(error, UnidentifiedImageError) else str(error)
+        raise ImageReadError(f"cannot read the size of image {path} from its header ({reason}): give PNG, JPEG, "
                              "BMP, TIFF, WebP or another format whose size can be read before decoding") from None
     except (OSError, ValueError) as error:  # a header that is cut short, or a value the format cannot hold
         raise ImageReadError(f"cannot decode image {path}: {error}") from None
     if width * height > limit:
         raise ImageTooLargeError(f"image {path} is {width}x{height} = {width * height:,} pixels, more than the limit "
                              f"of {limit:,} (set {MAX_IMAGE_PIXELS_ENV} to allow more)")
-    if kind == "JPEG" and not _ends_after_its_scans(data.tobytes()):
+    if kind == "JPEG" and not _ends_after_its_scans(data):
         raise ImageReadError(f"cannot decode image {path}: the JPEG stops before its end-of-image marker "
                              "(truncated)")
     return width, height
