@@ -74,7 +74,8 @@ START = 10  # the token that opens the answer
 MERGE = 2  # 2x2 patches per image token
 WARMUP_STEPS, LR, WEIGHT_DECAY, BATCH = 100, 1e-3, 0.05, 64
 DECODER = {"hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 4,
-           "intermediate_size": 512, "vocab_size": 1, "max_position_embeddings": 128}
+           "intermediate_size": 512, "vocab_size": 1, "max_position_embeddings": 128,
+           "bos_token_id": None, "eos_token_id": None}  # it reads embeddings, never token ids
 SEEN = experiment.GROUPS["seen"]
 
 
