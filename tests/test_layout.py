@@ -10,11 +10,10 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "locllm"
 
-# The lowest matching prefix decides; convert.dinov2 is a key table and convert.gguf the SmolLM2 folder
-# maker, both importing nothing of ours, so the models read them when a checkpoint names such a base.
+# The lowest matching prefix decides.
 FLOORS = {
     "keypoints": 0, "viz": 0, "bounds": 0,
-    "prompts": 1, "codecs": 1, "data": 1, "convert.dinov2": 1, "convert.gguf": 1,
+    "prompts": 1, "codecs": 1, "data": 1,
     "models": 2,
     "engine": 3, "evaluation": 3, "training": 3, "convert": 3,
     "apis": 4,
