@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from locllm.apis.demo import demo_checkpoint
 from locllm.data.geometry import crop_image
 from locllm.data.images import read_image_rgb
 from locllm.engine import Localizer, text_answerer
 from locllm.engine.calibration import Calibration
-from locllm.engine.demo import demo_checkpoint
 from locllm.engine.refinement import DecodingOptions
 from locllm.evaluation.calibration import draw_reliability_diagram, expected_calibration_error
 from locllm.evaluation.tasks import CustomTask, asked_keypoints, build_task

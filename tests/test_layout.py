@@ -1,7 +1,9 @@
 """The package's floors (README "Layout"): a module imports only its own floor or lower ones, the
 floor of engine / evaluation / training / convert holds siblings that never import each other
-(inference knows no training), apis (on the Localizer and the evaluation's log) sits above them and
-below the CLI and the web demo, and no module imports itself back through others."""
+(inference knows no training; engine is the Localizer and how it answers), apis (what uses the Localizer
+and the evaluation's log: data-set prediction, video, reports, person boxes, the demo's pictures, the
+benchmark) sits above them and below the CLI and the web demo, and no module imports itself back through
+others."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ def add_parser(parser) -> None:
 
 
 def run(args) -> int:
-    from ..engine.benchmark import run_benchmark
+    from ..apis.benchmark import run_benchmark
 
     tokenizer = None
     if args.tokenizer or args.base:

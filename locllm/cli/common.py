@@ -23,7 +23,7 @@ def positive_int(text: str) -> int:
 
 def warn_unreadable(localizer, kp_set) -> None:
     """Say on stderr which asked keypoints the model cannot read (see ``Localizer.unreadable_keypoints``)."""
-    from ..engine.report import unreadable_message
+    from ..apis.report import unreadable_message
 
     message = unreadable_message(localizer.unreadable_keypoints(kp_set))
     if message:

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..apis.person_boxes import PersonBoxes, parse_box
+from ..apis.report import prediction_report, requested_keypoints
+from ..apis.video import is_video
 from ..data.images import ImageReadError, read_image_rgb
 from ..data.outputs import check_not_replacing, check_output_file
-from ..engine.boxes import image_key, parse_box, read_detection_boxes
-from ..engine.report import prediction_report, requested_keypoints
-from ..engine.video import is_video
 from .common import add_json_argument, warn_unreadable, write_json
 from .decoding_args import add_decoding_arguments, decoding_options
 from .predict_dataset import add_arguments as add_dataset_arguments
@@ -58,8 +58,8 @@ def add_parser(parser) -> None:
 
 
 def run(args) -> int:
+    from ..apis.demo import demo_checkpoint
     from ..engine import Localizer
-    from ..engine.demo import demo_checkpoint
 
     if args.jsonl:
         return predict_dataset(args)
@@ -80,8 +80,8 @@ def run(args) -> int:
     check_not_replacing([*pictures.values(), *([args.json] if args.json else [])], args.overwrite)
     detections = None
     if args.boxes and Path(args.boxes).suffix == ".json":
-        detections = read_detection_boxes(args.boxes, args.score_threshold)
-        if not any(image_key(path, detections) for path in images):
+        detections = PersonBoxes(args.boxes, args.score_threshold)
+        if not any(detections.image_key(path) for path in images):
             raise ValueError(f"no detection in {args.boxes} (scored >= {args.score_threshold}) names any of the "
                              f"{len(images)} images, by file_name or by image_id = the number in the file name "
                              "(000000000139.jpg): nothing to ask")
@@ -107,10 +107,9 @@ def run(args) -> int:
                 continue
             boxes = typed_box
             if detections is not None:
-                key = image_key(path, detections)
-                if key is None:
+                if detections.image_key(path) is None:
                     print(f"{path.name}: no detection in {args.boxes} names this image", file=sys.stderr)
-                boxes = detections.get(key, np.zeros((0, 4))) if key else np.zeros((0, 4))
+                boxes = detections.for_image_file(path)
             group_boxes.append(boxes)
         start = time.perf_counter()
         answers = iter(localizer.localize_many([image for image in pixels if image is not None], group_boxes,
@@ -140,9 +139,9 @@ def run(args) -> int:
 def predict_video(args, paths: list[Path]) -> int:
     """One video -> an annotated video (``--out``) and one JSON line per frame (``--json``, default beside
     the video's output); persons by the localizer's detector if it has one, else ``--boxes`` or the whole frame."""
+    from ..apis.demo import demo_checkpoint
+    from ..apis.video import FixedBoxes, localize_video
     from ..engine import Localizer
-    from ..engine.demo import demo_checkpoint
-    from ..engine.video import FixedBoxes, localize_video
 
     if len(paths) != 1:
         raise ValueError("give one video at a time (or only images)")

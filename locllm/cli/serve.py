@@ -35,8 +35,8 @@ def run(args) -> int:
         return 2
     import torch
 
+    from ..apis.demo import demo_checkpoint
     from ..engine import Localizer
-    from ..engine.demo import demo_checkpoint
     from ..serve import build_app, offline_theme
 
     if args.threads:

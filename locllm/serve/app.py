@@ -30,11 +30,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..apis.person_boxes import parse_box
+from ..apis.report import prediction_report, requested_keypoints, unreadable_message
 from ..data.images import ImageReadError, ImageTooLargeError, read_image_rgb
 from ..data.synth import render_scene
-from ..engine.boxes import parse_box
 from ..engine.localizer import MODES, Localizer
-from ..engine.report import prediction_report, requested_keypoints, unreadable_message
 from ..keypoints import KEYPOINT_SETS, KeypointSet, normalize_name, resolve_keypoints
 from ..viz import draw_keypoints
 from .box_drawing import BOX_DRAWING_JS

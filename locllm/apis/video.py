@@ -31,9 +31,9 @@ from tqdm import tqdm
 
 from ..data.images import MAX_IMAGE_PIXELS_ENV, max_image_pixels
 from ..data.outputs import staged_files
+from ..engine.localizer import Localizer, PersonKeypoints
 from ..keypoints import KeypointSet
 from ..viz import draw_keypoints
-from .localizer import Localizer, PersonKeypoints
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
 # Joints lie inside the body: a box around them misses the head's top, hands and feet (rtmlib enlarges by 1.25 too).
