@@ -39,6 +39,7 @@ class PersonBoxes:
 
     def __init__(self, detections: str | Path | None = None, score_threshold: float = 0.0):
         self.detections_file = Path(detections) if detections is not None else None
+        self.given_as = str(detections)  # how messages name the file: as the user wrote it
         self.score_threshold = float(score_threshold)
         self._by_key: dict[str, tuple[list, list]] = {}  # every entry under its file name and its image id
         self._by_name_or_id: dict[str, list] = {}  # every entry under its file name, else its image id

@@ -22,7 +22,6 @@ import functools
 import json
 import logging
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +29,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..apis.image_prediction import ImagePrediction
 from ..apis.person_boxes import parse_box
-from ..apis.report import novel_labels, prediction_report, requested_keypoints, unreadable_message
+from ..apis.report import novel_labels, requested_keypoints, unreadable_message
 from ..data.images import ImageReadError, ImageTooLargeError, read_image_rgb
 from ..data.synth import render_scene
 from ..engine.localizer import MODES, Localizer
@@ -191,11 +191,9 @@ def localize_request(localizer: Localizer, image_path: str | Path | None, boxes_
     except KeyError as err:
         raise ValueError(err.args[0]) from None
 
-    start = time.perf_counter()
-    persons = localizer.localize(pixels, boxes, kp_set, mode=mode)  # the Localizer answers one batch at a time
-    seconds = time.perf_counter() - start
-
-    report = prediction_report(mode, kp_set, [(image_name, persons)], seconds)
+    prediction = ImagePrediction(mode, kp_set)  # as `locllm predict` answers and reports an image
+    persons = prediction.answer(localizer, [(image_name, pixels, boxes)])[0]  # the Localizer answers one batch at a time
+    report = prediction.report()
     rows = []
     for number, person in enumerate(report["images"][0]["persons"], 1):
         for name, answer in person["keypoints"].items():
