@@ -23,6 +23,7 @@ from ..models.processing_locllm import LocLLMProcessor
 from ..prompts import IGNORE_INDEX
 from ..prompts.grammar import AnswerChoices
 from ..prompts.padding import pad_sequences
+from .first_decimal import NOT_A_FIRST_DECIMAL, FirstDecimalMonitor
 
 ROUND_CHOICE_STREAM = 1  # keeps the round choice independent of the datasets' augmentation draws
 
@@ -40,11 +41,13 @@ class TrainingCollator:
             (the reference does; by default those characters carry no loss).
         answer_choices: for the answer-vocabulary loss (``optim.loss: answer_vocab``): where the
             constrained decoder chooses; ``None``: the paper's loss over the whole vocabulary.
+        first_decimal: ``logging.first_decimal``: marks the first decimal of each answered coordinate.
 
     Returns (from ``__call__``):
         ``pixel_values`` (B, 3, S, S) float32, ``input_ids`` / ``labels`` / ``attention_mask`` (B, T); with
         ``answer_choices`` also ``answer_choice_ids`` (C,) and ``answer_choice_mask`` (B, T - 1), true where
-        position t predicts a chosen token (label t + 1).
+        position t predicts a chosen token (label t + 1); with ``first_decimal`` also ``first_decimal_group``
+        (B, T - 1), :meth:`FirstDecimalMonitor.groups` of each row.
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class TrainingCollator:
         seed: int = 0,
         supervise_unknown_depth: bool = False,
         answer_choices: AnswerChoices | None = None,
+        first_decimal: FirstDecimalMonitor | None = None,
     ):
         if max_rounds < 1:
             raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
@@ -64,6 +68,7 @@ class TrainingCollator:
         self.seed = seed
         self.supervise_unknown_depth = supervise_unknown_depth
         self.answer_choices = answer_choices
+        self.first_decimal = first_decimal
 
     def __call__(self, items: Sequence[tuple[int, int, PoseSample | CaptionSample]]) -> dict[str, torch.Tensor]:
         examples, crops = [], []
@@ -87,6 +92,12 @@ class TrainingCollator:
             batch["answer_choice_ids"] = choice_ids
             batch["answer_choice_mask"] = (torch.isin(batch["labels"][:, 1:], choice_ids)
                                            & torch.isin(batch["input_ids"][:, :-1], after_ids))
+        if self.first_decimal is not None:
+            groups = torch.full((len(examples), batch["labels"].shape[1] - 1), NOT_A_FIRST_DECIMAL)
+            for row, example in enumerate(examples):  # a caption example has none
+                found = example.get("first_decimal_group", [])
+                groups[row, :len(found)] = torch.tensor(found, dtype=torch.long)
+            batch["first_decimal_group"] = groups
         return batch
 
     def keypoint_example(self, sample: PoseSample, rng: np.random.Generator) -> dict[str, list[int]]:
@@ -104,7 +115,11 @@ class TrainingCollator:
             if self.codec.ndim == 3:
                 coords.append(depth if sample.has_depth else math.nan)  # NaN: the codec writes its filler
             rounds.append((sample.keypoints[k], self.codec.answer_pieces(coords, supervise_depth=supervise_depth)))
-        return self.builder.training_example(rounds)
+        example = self.builder.training_example(rounds)
+        if self.first_decimal is not None:
+            example["first_decimal_group"] = self.first_decimal.groups(
+                example["input_ids"], example["labels"], [keypoint.name for keypoint, _ in rounds])
+        return example
 
     def caption_example(self, sample: CaptionSample) -> dict[str, list[int]]:
         """The image prefix, then the caption and EOS (supervised).

@@ -222,6 +222,8 @@ class LoggingConfig:
     every_steps: int = 10  # TensorBoard scalars, and a log line when progress_bar is off
     tensorboard: bool = True  # write OUTPUT_DIR/tensorboard
     progress_bar: bool = True
+    # also log each coordinate's first-decimal loss next to its image-blind value (training/first_decimal.py)
+    first_decimal: bool = False
 
 
 @dataclass
@@ -241,6 +243,9 @@ class TrainConfig:
             raise ValueError(f"stage 1 trains on captions only; the config names datasets {sorted(dataset_types)}")
         if self.optim.stage == 2 and "captions" in dataset_types:
             raise ValueError("stage 2 trains on keypoint conversations; remove the captions dataset")
+        if self.logging.first_decimal and (self.model.type != "locllm" or self.prompt.coordinates != "decimal"):
+            raise ValueError("logging.first_decimal reads decimal answers: it needs model.type locllm and "
+                             "prompt.coordinates decimal")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

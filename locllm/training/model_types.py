@@ -35,6 +35,7 @@ from .checkpoint import latest_checkpoint
 from .clip_baseline_collator import CLIPBaselineCollator
 from .collator import TrainingCollator
 from .config import TrainConfig
+from .first_decimal import FirstDecimalMonitor
 from .vision_pretrain import PatchClassifier, PatchCollator, build_demo_tower, patch_loss, tower_weights
 
 
@@ -43,11 +44,13 @@ class ModelType:
     """One row of ``MODEL_TYPES``: how the loop builds, feeds and scores a model type."""
 
     build: Callable[[TrainConfig, Path | None, torch.dtype | None], tuple[torch.nn.Module, object | None]]
-    collator: Callable[[TrainConfig, torch.nn.Module, object | None], Callable]
+    # (config, model, processor, the keypoints the data asks) -> the collator
+    collator: Callable[[TrainConfig, torch.nn.Module, object | None, list[str]], Callable]
     supervised: Callable[[dict], int]  # the loss's denominator contribution of one micro-batch
-    # (model, batch, global count) -> this micro-batch's summed loss / global count
-    loss: Callable[[torch.nn.Module, dict, torch.Tensor], torch.Tensor] = (
-        lambda model, batch, num_items: model(**batch, num_items_in_batch=num_items).loss)
+    # (model, batch, global count) -> the model's output: .loss this micro-batch's summed loss / global count
+    # (and, for logging.first_decimal, .logits those of the positions the loss supervised)
+    forward: Callable[[torch.nn.Module, dict, torch.Tensor], object] = (
+        lambda model, batch, num_items: model(**batch, num_items_in_batch=num_items))
 
 
 # ---------------------------------------------------------------------------- locllm
@@ -207,13 +210,18 @@ def build_locllm(config: TrainConfig, resume: Path | None,
     return model, processor
 
 
-def locllm_collator(config: TrainConfig, model: LocLLMForKeypointLocalization,
-                    processor: LocLLMProcessor) -> TrainingCollator:
+def locllm_collator(config: TrainConfig, model: LocLLMForKeypointLocalization, processor: LocLLMProcessor,
+                    keypoint_names: list[str]) -> TrainingCollator:
     choices = None
     if config.optim.loss == "answer_vocab":
         choices = answer_choices(build_answer_grammar(processor.builder, processor.codec))
+    first_decimal = None
+    if config.logging.first_decimal:
+        first_decimal = FirstDecimalMonitor(processor.builder.unit_token_ids(), processor.builder.eos_token_id,
+                                            keypoint_names, processor.codec.ndim)
     return TrainingCollator(processor, max_rounds=config.prompt.max_rounds, seed=config.seed,
-                            supervise_unknown_depth=config.prompt.supervise_unknown_depth, answer_choices=choices)
+                            supervise_unknown_depth=config.prompt.supervise_unknown_depth, answer_choices=choices,
+                            first_decimal=first_decimal)
 
 
 def answer_tokens_supervised(batch: dict) -> int:
@@ -264,7 +272,7 @@ def build_clip_baseline(config: TrainConfig, resume: str | Path | None,
 
 
 def clip_baseline_collator(config: TrainConfig, model: CLIPBaselineForKeypointHeatmaps,
-                           processor: CLIPBaselineProcessor) -> CLIPBaselineCollator:
+                           processor: CLIPBaselineProcessor, keypoint_names: list[str]) -> CLIPBaselineCollator:
     return CLIPBaselineCollator(processor, keypoints_per_sample=config.prompt.max_rounds, seed=config.seed)
 
 
@@ -287,7 +295,8 @@ def build_patch_classifier(config: TrainConfig, resume: Path | None, base_dtype:
     return PatchClassifier(tower, m.num_keypoints), None
 
 
-def patch_classifier_collator(config: TrainConfig, model: PatchClassifier, processor: None) -> PatchCollator:
+def patch_classifier_collator(config: TrainConfig, model: PatchClassifier, processor: None,
+                              keypoint_names: list[str]) -> PatchCollator:
     return PatchCollator(LocLLMImageProcessor(model.config.image_size), model.config.patch_size)
 
 
@@ -297,10 +306,10 @@ def patch_classifier_collator(config: TrainConfig, model: PatchClassifier, proce
 MODEL_TYPES = {
     "locllm": ModelType(build_locllm, locllm_collator,
                         supervised=answer_tokens_supervised,
-                        loss=lambda model, batch, num_items: model(**batch, num_items_in_batch=num_items,
-                                                                   supervised_logits_only=True).loss),
+                        forward=lambda model, batch, num_items: model(**batch, num_items_in_batch=num_items,
+                                                                      supervised_logits_only=True)),
     "clip_baseline": ModelType(build_clip_baseline, clip_baseline_collator,
                                supervised=lambda batch: int(batch["target_weights"].sum())),
-    "patch_classifier": ModelType(build_patch_classifier, patch_classifier_collator, loss=patch_loss,
+    "patch_classifier": ModelType(build_patch_classifier, patch_classifier_collator, forward=patch_loss,
                                   supervised=lambda batch: int(batch["mask"].sum())),
 }

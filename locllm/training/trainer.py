@@ -42,6 +42,7 @@ from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_
 from . import checkpoint as ckpt
 from .config import TrainConfig, dump_config
 from .data import build_dataset, epoch_loader, trained_descriptions
+from .first_decimal import FirstDecimalMonitor
 from .model_types import MODEL_TYPES, ModelType
 from .resume import check_resume, input_fingerprints, write_input_fingerprints
 
@@ -156,8 +157,9 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     model.train()
     trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
     dataset = build_dataset(config, config.data.crop_size or model.config.image_size)
-    collator = model_type.collator(config, model, processor)
     descriptions = trained_descriptions(dataset)
+    collator = model_type.collator(config, model, processor, list(descriptions))
+    first_decimal = getattr(collator, "first_decimal", None)  # logging.first_decimal's monitor
     batch_size, micro_batch_size = config.optim.batch_size, config.optim.micro_batch_size
     if len(dataset) < batch_size:
         raise ValueError(f"the data has {len(dataset)} samples, fewer than one batch of {batch_size}")
@@ -198,13 +200,13 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
             started = time.perf_counter()
             batches = [next(micro_batches) for _ in range(accumulation)]
             loss, grad_norm = _optimizer_step(model, batches, optimizer, scheduler, accelerator, model_type, config,
-                                              state.global_step)
+                                              state.global_step, first_decimal)
             run_steps, run_seconds = run_steps + 1, run_seconds + time.perf_counter() - started
             state.global_step, state.step_in_epoch = state.global_step + 1, state.step_in_epoch + 1
             if state.step_in_epoch == steps_per_epoch:  # a checkpoint written now resumes with the next epoch
                 state.epoch, state.step_in_epoch = state.epoch + 1, 0
             log.step(state.global_step, loss=loss, lr=scheduler.get_last_lr()[0], grad_norm=grad_norm,
-                     samples_per_second=run_steps * batch_size / run_seconds)
+                     samples_per_second=run_steps * batch_size / run_seconds, first_decimal=first_decimal)
             if budget is not None and _time_is_up(accelerator, budget, state.global_step):
                 total_steps = state.global_step  # a timed run ends here, with a checkpoint
             if state.global_step % config.checkpoint.every_steps == 0 or state.global_step == total_steps:
@@ -222,8 +224,10 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
 
 
 def _optimizer_step(model, batches, optimizer, scheduler, accelerator: Accelerator, model_type: ModelType,
-                    config: TrainConfig, global_step: int) -> tuple[float, float]:
+                    config: TrainConfig, global_step: int,
+                    first_decimal: FirstDecimalMonitor | None = None) -> tuple[float, float]:
     """Forward and backward every micro-batch, then one update; returns (mean loss, gradient norm).
+    ``first_decimal`` records this process's first-decimal tokens (the main process's are logged).
 
     Each micro-batch's loss is its summed loss divided by what the whole global batch supervises
     (``model_type.supervised``); DDP averages gradients over processes, so the loss is multiplied by
@@ -235,9 +239,14 @@ def _optimizer_step(model, batches, optimizer, scheduler, accelerator: Accelerat
     loss_sum = torch.zeros((), device=device)
     for i, batch in enumerate(batches):
         batch = {k: v.to(device) for k, v in batch.items()}
+        first_decimal_group = batch.pop("first_decimal_group", None)
         with nullcontext() if i == len(batches) - 1 else accelerator.no_sync(model):
-            loss = model_type.loss(model, batch, global_items)
+            output = model_type.forward(model, batch, global_items)
+            loss = output.loss
             accelerator.backward(loss * accelerator.num_processes)
+        if first_decimal is not None:
+            with torch.no_grad():
+                first_decimal.record(first_decimal_group, batch, output.logits.detach())
         loss_sum += loss.detach().float()
     loss = accelerator.reduce(loss_sum, reduction="sum").item()
     max_norm = config.optim.max_grad_norm if config.optim.max_grad_norm is not None else math.inf
@@ -302,13 +311,24 @@ class StepLog:
 
             self.writer = SummaryWriter(str(Path(config.output_dir) / "tensorboard"))
 
-    def step(self, global_step: int, **scalars: float) -> None:
+    def step(self, global_step: int, first_decimal: FirstDecimalMonitor | None = None, **scalars: float) -> None:
+        """One step's scalars; every ``every_steps`` steps also the first-decimal losses since the last report."""
         self.progress.update(1)
         self.progress.set_postfix(loss=f"{scalars['loss']:.4f}", lr=f"{scalars['lr']:.2e}",
                                   samples_s=f"{scalars['samples_per_second']:.1f}")
-        if self.log_lines and (global_step % self.every_steps == 0 or global_step == self.total_steps):
-            logger.info("step %d/%d: loss %.4f, lr %.2e, %.2f samples/s", global_step, self.total_steps,
-                        scalars["loss"], scalars["lr"], scalars["samples_per_second"])
+        reporting = global_step % self.every_steps == 0 or global_step == self.total_steps
+        if first_decimal is not None and reporting:
+            scalars.update(first_decimal.report())
+        if self.log_lines and reporting:
+            first = ""
+            if first_decimal is not None:
+                first = (f", first decimal {scalars['first_decimal_loss']:.4f} "
+                         f"(image-blind {scalars['first_decimal_loss_image_blind']:.4f})")
+            logger.info("step %d/%d: loss %.4f, lr %.2e, %.2f samples/s%s", global_step, self.total_steps,
+                        scalars["loss"], scalars["lr"], scalars["samples_per_second"], first)
+        elif first_decimal is not None and reporting and not self.progress.disable:
+            self.progress.write(f"step {global_step}: first decimal {scalars['first_decimal_loss']:.4f} nats "
+                                f"(image-blind {scalars['first_decimal_loss_image_blind']:.4f})")
         if self.writer is not None and global_step % self.every_steps == 0:
             for name, value in scalars.items():
                 self.writer.add_scalar(f"train/{name}", value, global_step)

@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoConfig, Dinov2Config
+from transformers.utils import ModelOutput
 
 from ..data.tensor_files import load_tensor_file
 from ..models.processing_locllm import LocLLMImageProcessor
@@ -134,8 +135,9 @@ class PatchCollator:
                 "mask": torch.from_numpy(np.stack([sample.visible for sample in samples]))}
 
 
-def patch_loss(model: PatchClassifier, batch: dict[str, torch.Tensor], num_items: torch.Tensor) -> torch.Tensor:
-    """Soft cross-entropy over the patches, summed over the masked keypoints and divided by ``num_items``."""
+def patch_loss(model: PatchClassifier, batch: dict[str, torch.Tensor], num_items: torch.Tensor) -> ModelOutput:
+    """``.loss``: soft cross-entropy over the patches, summed over the masked keypoints and divided by
+    ``num_items``; ``.logits`` (B, K, N)."""
     logits = model(batch["pixel_values"]).float()  # (B, K, N)
     per_keypoint = -(batch["targets"] * logits.log_softmax(-1)).sum(-1)  # (B, K)
-    return per_keypoint[batch["mask"]].sum() / num_items
+    return ModelOutput(loss=per_keypoint[batch["mask"]].sum() / num_items, logits=logits)

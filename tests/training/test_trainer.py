@@ -1,5 +1,7 @@
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -141,6 +143,17 @@ def test_a_run_without_progress_bar_logs_its_steps(synth, tmp_path, caplog):
     steps = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
     assert [line.split(":")[0] for line in steps] == ["step 2/3", "step 3/3"]  # every 2 steps, and the last
     assert all("loss" in line and "samples/s" in line for line in steps)
+
+
+def test_a_run_logs_the_first_decimal_next_to_its_image_blind_value(synth, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="locllm.training.trainer"):
+        train(_tiny_config(synth, tmp_path / "run", "optim.max_steps=2", "optim.micro_batch_size=4",
+                             "logging.first_decimal=true"))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    found = [re.search(r"first decimal (\S+) \(image-blind (\S+)\)", line) for line in lines]
+    assert len(found) == 2 and all(found)
+    assert float(found[0].group(2)) == pytest.approx(math.log(10), abs=1e-4)  # step 1: nothing trained on before it
+    assert all(math.isfinite(float(f.group(1))) for f in found)
 
 
 def test_fresh_run_refuses_a_folder_with_checkpoints(synth, tmp_path):
