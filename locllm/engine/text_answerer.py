@@ -113,7 +113,7 @@ class TextAnswerer:
         if options.score == "calibrated":
             if self.calibration is None:
                 raise ValueError("score='calibrated' needs the checkpoint's calibration.json; fit one with "
-                                 "benchmarks/decoding_options.py --fit")
+                                 "`locllm calibrate CHECKPOINT --data SCENES`")
             scores = self.calibration(confidence)
         return coords, scores
 
