@@ -120,8 +120,8 @@ class Localizer:
             any object whose ``detect(image)`` returns :class:`~.detection.Detections`; ``None``: the whole
             image is one person.
         decoding: how fast mode reads a LocLLM answer (:class:`~.refinement.DecodingOptions`: ``decode``,
-            ``flip``, ``score``); default the answerer's (the paper's reading). A heatmap model has no digits
-            to read: it ignores them.
+            ``flip``, ``score``); default the answerer's (the paper's reading; the CLI's is
+            :func:`~.refinement.recommended_decoding`). A heatmap model has no digits to read: it ignores them.
     """
 
     def __init__(self, model, processor: LocLLMProcessor | CLIPBaselineProcessor, answerer=None,

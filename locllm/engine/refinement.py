@@ -17,13 +17,18 @@ codec: :mod:`locllm.codecs.reading`. Here:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
+from .calibration import CALIBRATION_FILE
 from .decoding import DecodedAnswers
 
 DECODES = ("greedy", "subdigit", "beam")
 SCORES = ("mean_max", "calibrated")
+# The measured best at about the greedy cost on held-out SynthPose scenes (benchmarks/README.md, "Decoding
+# options"): what the CLI reads with (recommended_decoding). The library's default stays the paper's reading.
+RECOMMENDED_DECODE = "subdigit"
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,17 @@ class DecodingOptions:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def recommended_decoding(checkpoint: str | Path, *, decode: str = RECOMMENDED_DECODE, flip: bool = False,
+                         score: str | None = None) -> DecodingOptions:
+    """The reading ``locllm predict``, ``eval`` and ``serve`` use unless told otherwise, for the checkpoint folder
+    ``checkpoint``: sub-digit decoding, no flip test, and calibrated scores where the checkpoint has a
+    ``calibration.json`` (else the reference's ``mean_max``); a ``score`` given wins. (``Localizer``'s own default,
+    ``DecodingOptions()``, is the paper's reading: pass ``decoding=recommended_decoding(folder)`` for the CLI's.)"""
+    if score is None:
+        score = "calibrated" if (Path(checkpoint) / CALIBRATION_FILE).is_file() else "mean_max"
+    return DecodingOptions(decode=decode, flip=flip, score=score)
 
 
 def value_steps(decoded: DecodedAnswers, num_values: int) -> list[list[np.ndarray]]:
@@ -97,4 +113,5 @@ def fuse_flipped(coords: np.ndarray, weights: np.ndarray, flipped: np.ndarray, f
     return share * coords + (1 - share) * back
 
 
-__all__ = ["DECODES", "SCORES", "DecodingOptions", "first_value_steps", "fuse_flipped", "value_steps"]
+__all__ = ["DECODES", "RECOMMENDED_DECODE", "SCORES", "DecodingOptions", "first_value_steps", "fuse_flipped",
+           "recommended_decoding", "value_steps"]

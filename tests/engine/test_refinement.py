@@ -1,6 +1,8 @@
 """Sub-digit decoding, keypoint confidence, the flip test and the calibration (issue 20); the readings are the
 codec's (locllm.codecs.reading), fed the distributions of decoded answers (value_steps)."""
 
+import argparse
+
 import numpy as np
 import pytest
 import torch
@@ -124,3 +126,22 @@ def test_localizer_options(char_checkpoint):
     assert localizer.localize(image, keypoints=["nose"])[0].scores[0] == pytest.approx(0.2)
     reference = localizer.localize(image, keypoints=["nose"], mode="reference")[0]  # always the paper's reading
     assert reference.scores[0] != pytest.approx(0.2)
+
+
+def test_the_cli_reads_with_the_library_s_recommended_decoding(char_checkpoint, tmp_path):
+    from locllm.cli import decoding_args
+    from locllm.engine import calibration, refinement
+
+    # the parser spells these out (it must not load torch): they are the library's
+    assert decoding_args.DECODES == refinement.DECODES and decoding_args.SCORES == refinement.SCORES
+    assert decoding_args.DEFAULT_DECODE == refinement.RECOMMENDED_DECODE
+    assert decoding_args.CALIBRATION_FILE == calibration.CALIBRATION_FILE
+    assert refinement.recommended_decoding(char_checkpoint) == DecodingOptions(decode="subdigit", score="mean_max")
+    (tmp_path / "calibration.json").write_text("{}")  # only whether it exists decides the default score
+    assert refinement.recommended_decoding(tmp_path) == DecodingOptions(decode="subdigit", score="calibrated")
+    assert refinement.recommended_decoding(tmp_path, decode="beam", flip=True, score="mean_max") == DecodingOptions(
+        decode="beam", flip=True, score="mean_max")
+    parser = argparse.ArgumentParser()  # the CLI without options reads the recommended way
+    decoding_args.add_decoding_arguments(parser)
+    assert decoding_args.decoding_options(parser.parse_args([]), tmp_path) == refinement.recommended_decoding(tmp_path)
+    assert Localizer.from_pretrained(char_checkpoint, device="cpu").answerer.options == DecodingOptions()  # the paper's
