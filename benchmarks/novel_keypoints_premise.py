@@ -59,9 +59,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaModel
 
-from locllm.convert.gguf import resolve_base_path
 from locllm.data.synth.demo import CROP_SIZE
 from locllm.keypoints import COCO_KEYPOINTS, EXTRA_KEYPOINTS
+from locllm.models.gguf import resolve_base_path
 from locllm.models.processing_locllm import LocLLMImageProcessor
 from locllm.models.vision import patch_features
 from locllm.training.vision_pretrain import PatchClassifier

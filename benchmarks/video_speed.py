@@ -21,10 +21,10 @@ import cv2
 import numpy as np
 import torch
 
+from locllm.apis.demo import demo_checkpoint
+from locllm.apis.video import localize_video
 from locllm.data.synth import render_scene
 from locllm.engine import Localizer
-from locllm.engine.demo import demo_checkpoint
-from locllm.engine.video import localize_video
 
 SWAY = 12  # pixels; the figures stay in the image, so every id can last the whole clip
 

@@ -6,6 +6,9 @@ green (a keypoint set's own ``colors`` win where it has them). "Left" is the per
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
 import cv2
 import numpy as np
 
@@ -16,6 +19,7 @@ RIGHT_COLOR = (255, 120, 30)
 MIDDLE_COLOR = (60, 220, 90)
 _SHIFT = 4  # sub-pixel drawing: OpenCV takes coordinates x 16
 DRAWABLE_EXTENT = 4
+BOX_COLOR = (255, 255, 255)
 
 
 def keypoint_side(name: str) -> str:
@@ -123,3 +127,59 @@ def _texts(keypoint_set: KeypointSet, scores: np.ndarray | None, labels: bool | 
     if scores is not None:
         names = [f"{name} {score:.2f}".strip() for name, score in zip(names, scores, strict=True)]
     return names if any(names) else None
+
+
+def score_color(score: float) -> tuple[int, int, int]:
+    """RGB from red (score 0) through yellow (0.5) to green (1)."""
+    red, yellow, green = np.array([230, 40, 40]), np.array([245, 205, 40]), np.array([40, 200, 80])
+    score = float(np.clip(score, 0.0, 1.0))
+    low, high, t = (red, yellow, score * 2) if score < 0.5 else (yellow, green, score * 2 - 1)
+    return tuple(int(v) for v in np.round(low + t * (high - low)))
+
+
+Corners = tuple[tuple[int, int], tuple[int, int]]
+
+
+def draw_persons(
+    picture: np.ndarray,
+    persons: Sequence,
+    keypoint_set: KeypointSet,
+    labels: bool | list[str] = False,
+    score_text: bool = True,
+    score_colors: bool = False,
+    to_picture: Callable[[np.ndarray], np.ndarray] | None = None,
+    box_corners: Callable[[object], Corners] | None = None,
+    tags: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Draw every answered person (a localizer's ``PersonKeypoints``: ``box``, ``keypoints``, ``scores``,
+    ``valid``, ``error``) on a copy of ``picture``: its box and tag if asked, then its skeleton
+    (:func:`draw_keypoints`). A person with an ``error`` got no answer and is left out.
+
+    Args:
+        picture: (H, W, 3) uint8 RGB, the image or an enlarged copy of it (see ``to_picture``).
+        labels: as in :func:`draw_keypoints`.
+        score_text: write each keypoint's score beside it.
+        score_colors: colour each keypoint by its score (:func:`score_color`) instead of by its side.
+        to_picture: (K, 2) image pixels -> the picture's; default: the picture is the image.
+        box_corners: a person -> its box's corners ``((x0, y0), (x1, y1))`` in the picture's pixels, drawn in
+            ``BOX_COLOR``; None: no boxes.
+        tags: one text per person, written above its box (a video's ids).
+    """
+    picture = picture.copy()
+    for number, person in enumerate(persons):
+        if person.error is not None:
+            continue  # its box is empty, outside the image or not finite: nothing to draw
+        if box_corners is not None:
+            (x0, y0), (x1, y1) = box_corners(person)
+            cv2.rectangle(picture, (x0, y0), (x1, y1), BOX_COLOR, 1, cv2.LINE_AA)
+            if tags is not None:
+                cv2.putText(picture, tags[number], (x0 + 2, max(y0 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                            BOX_COLOR, 1, cv2.LINE_AA)
+        colored = keypoint_set
+        if score_colors:
+            colored = replace(keypoint_set, colors={name: score_color(s) for name, s in zip(keypoint_set.names,
+                                                                                           person.scores, strict=True)})
+        points = person.keypoints[:, :2]
+        picture = draw_keypoints(picture, points if to_picture is None else to_picture(points), colored,
+                                 scores=person.scores if score_text else None, visible=person.valid, labels=labels)
+    return picture

@@ -1,7 +1,9 @@
 """The package's floors (README "Layout"): a module imports only its own floor or lower ones, the
 floor of engine / evaluation / training / convert holds siblings that never import each other
-(inference knows no training), apis (on the Localizer and the evaluation's log) sits above them and
-below the CLI and the web demo, and no module imports itself back through others."""
+(inference knows no training; engine is the Localizer and how it answers), apis (what uses the Localizer
+and the evaluation's log: data-set prediction, video, reports, person boxes, the demo's pictures, the
+benchmark) sits above them and below the CLI and the web demo, and no module imports itself back through
+others."""
 
 from __future__ import annotations
 
@@ -10,11 +12,10 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "locllm"
 
-# The lowest matching prefix decides; convert.dinov2 is a key table and convert.gguf the SmolLM2 folder
-# maker, both importing nothing of ours, so the models read them when a checkpoint names such a base.
+# The lowest matching prefix decides.
 FLOORS = {
     "keypoints": 0, "viz": 0, "bounds": 0,
-    "prompts": 1, "codecs": 1, "data": 1, "convert.dinov2": 1, "convert.gguf": 1,
+    "prompts": 1, "codecs": 1, "data": 1,
     "models": 2,
     "engine": 3, "evaluation": 3, "training": 3, "convert": 3,
     "apis": 4,

@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "train": "Train LocLLM (stage 1 captions / stage 2 keypoints) from a YAML config",
     "eval": "Evaluate a checkpoint (COCO AP, MPII PCKh, Human3.6M MPJPE, novel keypoints)",
     "predict": "Localize keypoints on your own images",
+    "calibrate": "Fit a checkpoint's confidence calibration (calibration.json) on held-out scenes",
     "bench": "Measure persons/s of the reference and fast decoding paths",
     "demo": "Run the embedded default end to end: no data, no weights needed",
     "import-reference": "Convert a checkpoint of the authors' release into ours",

@@ -26,13 +26,13 @@ def add_parser(parser) -> None:
 
 
 def run(args) -> int:
-    from ..engine.benchmark import run_benchmark
+    from ..apis.benchmark import run_benchmark
 
     tokenizer = None
     if args.tokenizer or args.base:
         from transformers import AutoTokenizer
 
-        from ..convert.gguf import resolve_base_path
+        from ..models.gguf import resolve_base_path
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_base_path(args.tokenizer or args.base))
     result = run_benchmark(args.config, args.persons, args.keypoints, args.device, args.dtype, tokenizer,

@@ -21,9 +21,21 @@ def positive_int(text: str) -> int:
     return value
 
 
+def load_localizer(args):
+    """The Localizer of ``predict`` and ``serve``: ``--checkpoint`` (default: the shipped demo checkpoint) on
+    ``--device``, with ``--detector`` and the decoding arguments."""
+    from ..apis.demo import demo_checkpoint
+    from ..engine import Localizer
+    from .decoding_args import decoding_options
+
+    checkpoint = args.checkpoint or demo_checkpoint()
+    return Localizer.from_pretrained(checkpoint, device=args.device, detector=args.detector,
+                                     decoding=decoding_options(args, checkpoint))
+
+
 def warn_unreadable(localizer, kp_set) -> None:
     """Say on stderr which asked keypoints the model cannot read (see ``Localizer.unreadable_keypoints``)."""
-    from ..engine.report import unreadable_message
+    from ..apis.report import unreadable_message
 
     message = unreadable_message(localizer.unreadable_keypoints(kp_set))
     if message:

@@ -1,10 +1,11 @@
 """The decoding options of ``locllm predict``, ``eval`` and ``serve``: ``--decode``, ``--flip``, ``--score``.
 
-Spelled out rather than imported (building a parser must not load torch); ``engine.refinement`` checks them.
-The defaults are the measured best on held-out SynthPose scenes at about the greedy cost (benchmarks/README.md,
-"Decoding options"): sub-digit decoding, and calibrated scores where the checkpoint has a calibration; both
-raised AP on both measured sets. The beam raised it too but costs 2.5x; the flip test lowers it on SynthPose.
-``--mode reference`` is always the paper's reading.
+The defaults are the library's :func:`~locllm.engine.refinement.recommended_decoding`, the measured best on held-out
+SynthPose scenes at about the greedy cost (benchmarks/README.md, "Decoding options"): sub-digit decoding, and
+calibrated scores where the checkpoint has a calibration; both raised AP on both measured sets. The beam raised
+it too but costs 2.5x; the flip test lowers it on SynthPose. ``--mode reference`` is always the paper's reading.
+The choices and the default are spelled out rather than imported (building a parser must not load torch);
+tests/engine/test_refinement.py checks that they are the library's.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 DECODES = ("greedy", "subdigit", "beam")
 SCORES = ("mean_max", "calibrated")
-DEFAULT_DECODE = "subdigit"
+DEFAULT_DECODE = "subdigit"  # engine.refinement.RECOMMENDED_DECODE
 CALIBRATION_FILE = "calibration.json"  # engine.calibration.CALIBRATION_FILE
 
 
@@ -34,7 +35,6 @@ def add_decoding_arguments(parser) -> None:
 
 def decoding_options(args, checkpoint: str | Path):
     """The parsed arguments and the checkpoint folder -> a :class:`~locllm.engine.refinement.DecodingOptions`."""
-    from ..engine.refinement import DecodingOptions
+    from ..engine.refinement import recommended_decoding
 
-    score = args.score or ("calibrated" if (Path(checkpoint) / CALIBRATION_FILE).is_file() else "mean_max")
-    return DecodingOptions(decode=args.decode, flip=args.flip, score=score)
+    return recommended_decoding(checkpoint, decode=args.decode, flip=args.flip, score=args.score)

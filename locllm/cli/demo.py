@@ -30,9 +30,9 @@ def add_parser(parser) -> None:
 def run(args) -> int:
     import torch
 
+    from ..apis.demo import demo_checkpoint, write_demo_pictures
     from ..data.synth.demo import DEMO_KEYPOINTS, NOVEL_KEYPOINTS, load_demo_setting
     from ..engine import Localizer
-    from ..engine.demo import demo_checkpoint, write_demo_pictures
     from ..evaluation.demo import evaluate_pck
 
     torch.set_num_threads(args.threads)

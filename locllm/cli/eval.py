@@ -81,9 +81,9 @@ def parse_held_out(text: str | None) -> str | list[str]:
 def run(args) -> int:
     import torch
 
+    from ..apis.demo import demo_checkpoint
+    from ..apis.detector_boxes import detector_boxes_file
     from ..engine import Localizer
-    from ..engine.demo import demo_checkpoint
-    from ..engine.detector_boxes import detector_boxes_file
     from ..evaluation.distributed import evaluation_ranks
     from ..evaluation.loop import run_evaluation
     from ..evaluation.tasks import asked_keypoints, build_task

@@ -13,7 +13,7 @@ def add_parser(parser) -> None:
 
 
 def run(args) -> int:
-    from ..convert.gguf import smollm2_folder
+    from ..models.gguf import smollm2_folder
 
     print(smollm2_folder())
     return 0

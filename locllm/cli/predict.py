@@ -13,18 +13,17 @@ A checkpoint trained on keypoints of your own (``descriptions.json`` in its fold
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from ..data.images import ImageReadError, read_image_rgb
+from ..apis.image_prediction import ImagePrediction, check_image_files, given_boxes
+from ..apis.person_boxes import parse_box
+from ..apis.report import requested_keypoints
+from ..apis.video import is_video
 from ..data.outputs import check_not_replacing, check_output_file
-from ..engine.boxes import image_key, parse_box, read_detection_boxes
-from ..engine.report import prediction_report, requested_keypoints
-from ..engine.video import is_video
-from .common import add_json_argument, warn_unreadable, write_json
-from .decoding_args import add_decoding_arguments, decoding_options
+from .common import add_json_argument, load_localizer, warn_unreadable, write_json
+from .decoding_args import add_decoding_arguments
 from .predict_dataset import add_arguments as add_dataset_arguments
 from .predict_dataset import run as predict_dataset
 from .predict_pictures import picture_targets, write_picture
@@ -58,79 +57,38 @@ def add_parser(parser) -> None:
 
 
 def run(args) -> int:
-    from ..engine import Localizer
-    from ..engine.demo import demo_checkpoint
-
     if args.jsonl:
         return predict_dataset(args)
     images = [Path(p) for p in args.images]
     if any(is_video(path) for path in images):
         return predict_video(args, images)
-    for path in images:
-        if path.is_dir():
-            raise IsADirectoryError(f"{path} is a folder: give its image files, e.g. {path}/*.jpg, or answer "
-                                    "it as a data set with --jsonl OUT.jsonl")
-        if not path.is_file():
-            raise FileNotFoundError(f"image not found: {path}")
+    check_image_files(images)
     # Every output is checked before the model is loaded: a picture that cannot be written must not cost
     # the answers (or the time) of a whole run.
     pictures = picture_targets(images, args.out) if args.out else {}
     if args.json:
         check_output_file(args.json, "JSON output")
     check_not_replacing([*pictures.values(), *([args.json] if args.json else [])], args.overwrite)
-    detections = None
-    if args.boxes and Path(args.boxes).suffix == ".json":
-        detections = read_detection_boxes(args.boxes, args.score_threshold)
-        if not any(image_key(path, detections) for path in images):
-            raise ValueError(f"no detection in {args.boxes} (scored >= {args.score_threshold}) names any of the "
-                             f"{len(images)} images, by file_name or by image_id = the number in the file name "
-                             "(000000000139.jpg): nothing to ask")
-    typed_box = parse_box(args.boxes) if args.boxes and detections is None else None
-    checkpoint = args.checkpoint or demo_checkpoint()
-    localizer = Localizer.from_pretrained(checkpoint, device=args.device, detector=args.detector,
-                                          decoding=decoding_options(args, checkpoint))
+    boxes = given_boxes(args.boxes, args.score_threshold, images)
+    localizer = load_localizer(args)
     kp_set, novel = requested_keypoints(args.keypoints, args.describe, localizer.keypoint_set)
     warn_unreadable(localizer, kp_set)
 
-    report, errors, seconds, unwritten = [], {}, 0.0, []
-    # Images go to the localizer a group at a time, so persons of different images share batches
-    # while only one group's pixels are held.
-    for first in range(0, len(images), localizer.persons_per_batch):
-        group, pixels, group_boxes = images[first:first + localizer.persons_per_batch], [], []
-        for path in group:
-            try:
-                pixels.append(read_image_rgb(path))
-            except ImageReadError as error:  # one unreadable file does not lose the others' answers
-                errors[str(path)] = str(error)
-                pixels.append(None)
-                print(f"{path.name}: skipped: {error}", file=sys.stderr)
-                continue
-            boxes = typed_box
-            if detections is not None:
-                key = image_key(path, detections)
-                if key is None:
-                    print(f"{path.name}: no detection in {args.boxes} names this image", file=sys.stderr)
-                boxes = detections.get(key, np.zeros((0, 4))) if key else np.zeros((0, 4))
-            group_boxes.append(boxes)
-        start = time.perf_counter()
-        answers = iter(localizer.localize_many([image for image in pixels if image is not None], group_boxes,
-                                               kp_set, args.mode))
-        seconds += time.perf_counter() - start
-        for path, picture in zip(group, pixels, strict=True):
-            persons = [] if picture is None else next(answers)
-            report.append((str(path), persons))
-            if picture is not None and not persons:
-                print(f"{path.name}: no person found")
-            for p in persons:
-                flag = f"  ({p.error})" if p.error else ""
-                print(f"{path.name}: person at {np.round(p.box, 1).tolist()} score {p.score:.3f}{flag}")
-            if pictures and picture is not None:
-                failure = write_picture(picture, persons, kp_set, novel, pictures[path])
-                unwritten += [failure] if failure else []
-    write_json(args.json, prediction_report(args.mode, kp_set, report, seconds, errors))
+    prediction, unwritten = ImagePrediction(args.mode, kp_set), []
+    for path, picture, persons in prediction.predict_files(localizer, images, boxes):
+        if picture is not None and not persons:
+            print(f"{path.name}: no person found")
+        for p in persons:
+            flag = f"  ({p.error})" if p.error else ""
+            print(f"{path.name}: person at {np.round(p.box, 1).tolist()} score {p.score:.3f}{flag}")
+        if pictures and picture is not None:
+            failure = write_picture(picture, persons, kp_set, novel, pictures[path])
+            unwritten += [failure] if failure else []
+    write_json(args.json, prediction.report())
     # Answers are all written above; what went wrong is said now, with a non-zero exit.
-    if errors:
-        raise ValueError(f"{len(errors)} of {len(images)} images could not be read (the others were answered)")
+    if prediction.errors:
+        raise ValueError(f"{len(prediction.errors)} of {len(images)} images could not be read (the others were "
+                         "answered)")
     if unwritten:
         raise OSError(f"{len(unwritten)} of {len(pictures)} pictures could not be written (the answers are "
                       f"{'in ' + args.json if args.json else 'printed above'}): {unwritten[0]}")
@@ -140,9 +98,7 @@ def run(args) -> int:
 def predict_video(args, paths: list[Path]) -> int:
     """One video -> an annotated video (``--out``) and one JSON line per frame (``--json``, default beside
     the video's output); persons by the localizer's detector if it has one, else ``--boxes`` or the whole frame."""
-    from ..engine import Localizer
-    from ..engine.demo import demo_checkpoint
-    from ..engine.video import FixedBoxes, localize_video
+    from ..apis.video import FixedBoxes, localize_video
 
     if len(paths) != 1:
         raise ValueError("give one video at a time (or only images)")
@@ -153,9 +109,7 @@ def predict_video(args, paths: list[Path]) -> int:
     check_output_file(out, "video output")
     check_output_file(jsonl, "JSON lines output")
     check_not_replacing([out, jsonl], args.overwrite)
-    checkpoint = args.checkpoint or demo_checkpoint()
-    localizer = Localizer.from_pretrained(checkpoint, device=args.device, detector=args.detector,
-                                          decoding=decoding_options(args, checkpoint))
+    localizer = load_localizer(args)
     kp_set, _ = requested_keypoints(args.keypoints, args.describe, localizer.keypoint_set)
     warn_unreadable(localizer, kp_set)
     detector = localizer if localizer.detector is not None else None

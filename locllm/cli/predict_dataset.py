@@ -34,11 +34,11 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from ..apis.dataset_prediction import predict_dataset
+    from ..apis.demo import demo_checkpoint
     from ..apis.image_sources import ImageSource
     from ..apis.person_boxes import PersonBoxes
+    from ..apis.report import requested_keypoints
     from ..engine import Localizer
-    from ..engine.demo import demo_checkpoint
-    from ..engine.report import requested_keypoints
     from ..evaluation.distributed import evaluation_ranks
     from ..models.hub import resolve_pretrained
 

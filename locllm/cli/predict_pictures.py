@@ -38,18 +38,14 @@ def write_picture(picture: np.ndarray, persons, kp_set, novel: list[bool], targe
     """The image with each person's skeleton, novel keypoints labelled by name, written to ``target``;
     None when written, else why not (also printed). A person with no keypoint on the picture is left out of
     it and said so; the answers are never lost to a picture."""
-    from ..viz import draw_keypoints, drawable_keypoints
+    from ..apis.report import novel_labels
+    from ..viz import draw_persons, drawable_keypoints
 
-    labels = [k.name if n else "" for k, n in zip(kp_set, novel, strict=True)]
     for number, p in enumerate(persons, 1):
-        if p.error is not None:
-            continue
-        if not (drawable_keypoints(p.keypoints[:, :2], picture.shape) & p.valid).any():
+        if p.error is None and not (drawable_keypoints(p.keypoints[:, :2], picture.shape) & p.valid).any():
             print(f"{target}: person {number} is not drawn: none of its keypoints lies on the picture",
                   file=sys.stderr)
-            continue
-        picture = draw_keypoints(picture, p.keypoints[:, :2], kp_set, scores=p.scores, visible=p.valid,
-                                 labels=labels)
+    picture = draw_persons(picture, persons, kp_set, labels=novel_labels(kp_set, novel))
     try:
         write_picture_atomically(target, picture)
     except (OSError, ValueError) as error:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import sys
 
-from .decoding_args import add_decoding_arguments, decoding_options
+from .common import load_localizer
+from .decoding_args import add_decoding_arguments
 
 
 def add_parser(parser) -> None:
@@ -35,15 +36,11 @@ def run(args) -> int:
         return 2
     import torch
 
-    from ..engine import Localizer
-    from ..engine.demo import demo_checkpoint
     from ..serve import build_app, offline_theme
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    checkpoint = args.checkpoint or demo_checkpoint()
-    localizer = Localizer.from_pretrained(checkpoint, device=args.device, detector=args.detector,
-                                          decoding=decoding_options(args, checkpoint))
+    localizer = load_localizer(args)
     app = build_app(localizer)
     # max_file_size: the page refuses bigger uploads with a message, before they reach the model
     app.launch(server_name=args.host, server_port=args.port, theme=offline_theme(), ssr_mode=False,

@@ -7,7 +7,9 @@ Every codec follows MMPose's contract (:class:`~.base.KeypointCodec`):
 
 - :mod:`.text`: LocLLM's answers. ``DecimalCodec`` writes ``[0.412,0.655]``, ``LocationTokenCodec``
   ``[<loc_0412><loc_0655>]``; coordinates are normalized to the crop, one answer per keypoint:
-  ``decode(text) -> ((ndim,), valid)``; ``decode_batch`` reads Q answers.
+  ``decode(text) -> ((ndim,), valid)``; ``decode_batch`` reads Q answers. :mod:`.reading` reads more
+  from the model's distributions over an answer's units (sub-digit values, the beam's two leaves, a
+  keypoint confidence, the scores of the written values).
 - :mod:`.heatmap`: the CLIP baseline's Gaussian heatmaps, in crop pixels, Q keypoints at once:
   ``encode((Q, 2), (Q,)) -> ((Q, H, H), (Q,))``, ``decode((Q, H, W)) -> ((Q, 2), (Q,))``.
 

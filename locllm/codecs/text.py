@@ -34,6 +34,9 @@ from .base import KeypointCodec
 
 ANSWER_OPEN = "["  # every answer of every codec starts with this unit; PromptBuilder relies on it
 ANSWER_CLOSE = "]"
+# Where the values lie in any answer text, also a malformed one (reference mode writes free text): the
+# reference's pattern, shared by both codecs, so that scores read the same spans it does.
+VALUE_TEXT = re.compile(r"\d+\.\d+|<loc_\d+>")
 DIGITS = "0123456789"
 UNKNOWN_DEPTH_FILLER_Z = 0.0  # what the reference writes as depth for samples without one
 
@@ -75,6 +78,11 @@ class CoordinateCodec(KeypointCodec):
     @abstractmethod
     def _value_grammar(self, axis: int) -> list[list[str]]:
         """Allowed units at each position of one written value."""
+
+    @abstractmethod
+    def unit_values(self, axis: int) -> list[np.ndarray]:
+        """What each allowed unit adds to the normalized value, for every chosen step of value ``axis``, in
+        order (what :mod:`.reading` weighs the model's distributions with)."""
 
     @abstractmethod
     def to_dict(self) -> dict:
@@ -150,6 +158,19 @@ class CoordinateCodec(KeypointCodec):
             values[2] = (values[2] - 0.5) * self.depth_range_mm
         return np.asarray(values, dtype=np.float64), True
 
+    def values_to_coordinates(self, values: np.ndarray) -> np.ndarray:
+        """(Q, ndim) normalized values -> the coordinates :meth:`decode` reads (x, y as they are; z -> depth in
+        mm)."""
+        coords = values.copy()
+        if self.ndim == 3:
+            coords[:, 2] = (values[:, 2] - 0.5) * self.depth_range_mm
+        return coords
+
+    def value_spans(self, text: str) -> list[tuple[int, int]]:
+        """The (start, end) character spans of the first ``ndim`` values written in ``text`` (fewer where
+        fewer are written): what a value's score is read over."""
+        return [match.span() for match in list(VALUE_TEXT.finditer(text))[:self.ndim]]
+
     def decode_batch(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """N answer texts -> ((N, ndim) coordinates, NaN where invalid; (N,) bool validity)."""
         coords = np.full((len(texts), self.ndim), np.nan)
@@ -218,6 +239,10 @@ class DecimalCodec(CoordinateCodec):
     def _parse_value(self, text: str, axis: int) -> float:
         return float(text)
 
+    def unit_values(self, axis: int) -> list[np.ndarray]:
+        # [0.1 * arange(10), 0.01 * arange(10), 0.001 * arange(10)] for a 3-decimal value
+        return [np.arange(10) * 10.0 ** -(place + 1) for place in range(self._decimals(axis))]
+
     def _value_grammar(self, axis: int) -> list[list[str]]:
         # The integer digit is "0" only: a keypoint inside the crop is < 1, and allowing "1" would let a
         # constrained decoder write 1.999. The one value lost, exactly 1.0, is a 0.0005 rounding case.
@@ -263,6 +288,9 @@ class LocationTokenCodec(CoordinateCodec):
     def _parse_value(self, text: str, axis: int) -> float:
         index = int(text[len("<loc_"):-1])
         return index / self.num_bins if index < self.num_bins else math.nan  # a bin this codec does not have
+
+    def unit_values(self, axis: int) -> list[np.ndarray]:
+        return [np.arange(self.num_bins) / self.num_bins]  # one step per value
 
     def _value_grammar(self, axis: int) -> list[list[str]]:
         return [self.new_tokens()]

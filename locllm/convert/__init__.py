@@ -1,2 +1,2 @@
-"""Converters from other codebases' checkpoints to ours: ``reference`` (the LocLLM release), ``dinov2``
-(the reference DINOv2 towers)."""
+"""The importer of the authors' LocLLM release (``reference``) into our checkpoints; the weight sources the
+models read themselves (the reference DINOv2 towers, the SmolLM2 GGUF) live in ``models/``."""

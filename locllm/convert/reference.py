@@ -41,9 +41,13 @@ from ..data.outputs import check_output_folder, staged_folder
 from ..data.tensor_files import load_tensor_file
 from ..keypoints import load_reference_constants
 from ..models import BASE_WEIGHTS, CLIP_MEAN, CLIP_STD, LocLLMConfig, LocLLMForKeypointLocalization
+from ..models.reference_dinov2 import (
+    convert_reference_dinov2_state_dict,
+    read_reference_dinov2,
+    reference_dinov2_config,
+)
 from ..models.vision import build_vision_tower
 from ..prompts import PromptStyle
-from .dinov2 import convert_reference_dinov2_state_dict, read_reference_dinov2, reference_dinov2_config
 
 IMAGE_TOKEN = "<im_patch>"  # the reference's DEFAULT_IMAGE_PATCH_TOKEN
 DESCRIPTIONS_FILE = "descriptions.json"

@@ -1,4 +1,6 @@
-"""Inference: the Localizer, its person detector, its answering strategies (text decoding, heatmaps) and what predict / serve report."""
+"""Inference: the Localizer, its person detector, and how it answers (text decoding with its refinement and
+calibration, heatmaps). What uses the Localizer (video, predict's and serve's reports, the benchmark, the demo's
+pictures, person boxes) is in ``apis/``."""
 
 from .decoding import fast_decode, reference_decode
 from .detection import Detections, PersonDetector

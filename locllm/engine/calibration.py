@@ -1,6 +1,6 @@
 """A checkpoint's confidence calibration: raw keypoint confidence -> chance of lying within PCK@0.1.
 
-Fitted once per checkpoint on held-out scenes (``benchmarks/decoding_options.py --fit``) by isotonic
+Fitted once per checkpoint on held-out scenes (``locllm calibrate``, :mod:`locllm.apis.calibration`) by isotonic
 regression (pool adjacent violators), stored beside the weights as ``calibration.json`` and applied by
 piecewise-linear interpolation between the fitted knots.
 
@@ -87,7 +87,7 @@ class Calibration:
         path = Path(folder) / CALIBRATION_FILE
         if not path.is_file():
             return None
-        fix = "refit it (benchmarks/decoding_options.py --fit) or remove it"
+        fix = f"refit it (`locllm calibrate {Path(folder)} --data SCENES --overwrite`) or remove it"
         try:
             table = json.loads(path.read_text(encoding="utf-8"))
             about = table.get("about", {})

@@ -33,7 +33,7 @@ class DecodedAnswers:
     value was not written. Grammar-constrained decoding also keeps, at every chosen step, the
     distribution over that step's allowed tokens (``choice_probs``: one (Q, allowed) tensor per step, in
     order) and the value the step writes (``choice_values``): what sub-digit decoding and confidences
-    read (:mod:`.refinement`)."""
+    read (:mod:`locllm.codecs.reading`, through :func:`.refinement.value_steps`)."""
 
     token_ids: list[list[int]]
     value_scores: torch.Tensor

@@ -120,8 +120,8 @@ class Localizer:
             any object whose ``detect(image)`` returns :class:`~.detection.Detections`; ``None``: the whole
             image is one person.
         decoding: how fast mode reads a LocLLM answer (:class:`~.refinement.DecodingOptions`: ``decode``,
-            ``flip``, ``score``); default the answerer's (the paper's reading). A heatmap model has no digits
-            to read: it ignores them.
+            ``flip``, ``score``); default the answerer's (the paper's reading; the CLI's is
+            :func:`~.refinement.recommended_decoding`). A heatmap model has no digits to read: it ignores them.
     """
 
     def __init__(self, model, processor: LocLLMProcessor | CLIPBaselineProcessor, answerer=None,
@@ -153,9 +153,11 @@ class Localizer:
 
     @classmethod
     def from_pretrained(cls, checkpoint: str | Path, device: str | torch.device | None = None,
-                        dtype: torch.dtype | None = None, detector=None, **kwargs) -> Localizer:
+                        dtype: torch.dtype | None = None, detector=None, answerer=None, **kwargs) -> Localizer:
         """Load model, processor and (if the checkpoint has one) its ``descriptions.json``; the checkpoint's
-        ``model_type`` picks the model class (through ``AutoModel``), the processor and the answering strategy.
+        ``model_type`` picks the model class (through ``AutoModel``), the processor and the answering strategy
+        (``answerer``: default the model type's, with the checkpoint's ``calibration.json`` if it has one; one
+        given is used as it is, the checkpoint's calibration left unread).
         ``checkpoint`` and ``detector`` are folders or Hugging Face Hub repo ids (``detector`` may also be a
         loaded detector, see the class). The Hub keywords of transformers (``cache_dir``, ``force_download``,
         ``local_files_only``, ``token``, ``revision``, ``proxies``, ``subfolder``) pick the checkpoint's files as
@@ -173,9 +175,10 @@ class Localizer:
         descriptions = load_checkpoint_descriptions(descriptions_file) if descriptions_file.is_file() else None
         if isinstance(detector, (str, Path)):
             detector = PersonDetector.from_pretrained(detector, device=device)
-        answerer = kind.answerer_class()
-        if isinstance(answerer, TextAnswerer):
-            answerer.calibration = Calibration.load(folder)  # None when the checkpoint has no calibration.json
+        if answerer is None:
+            answerer = kind.answerer_class()
+            if isinstance(answerer, TextAnswerer):
+                answerer.calibration = Calibration.load(folder)  # None when the checkpoint has no calibration.json
         return cls(model, kind.processor_class.from_pretrained(folder), answerer, descriptions,
                    device=device, detector=detector, **kwargs)
 

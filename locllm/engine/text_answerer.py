@@ -10,26 +10,15 @@ coordinates, the flip test, calibrated scores: :class:`~.refinement.DecodingOpti
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import torch
 
+from ..codecs.reading import beam_values, keypoint_confidence, span_scores, subdigit_values
 from ..keypoints import KeypointSet
 from ..models.processing_locllm import LocLLMProcessor
 from .calibration import Calibration
 from .decoding import DecodedAnswers, fast_decode, reference_decode
-from .refinement import (
-    DecodingOptions,
-    beam_values,
-    first_value_steps,
-    fuse_flipped,
-    keypoint_confidence,
-    subdigit_values,
-    values_to_coordinates,
-)
-
-_VALUE_TEXT = re.compile(r"\d+\.\d+|<loc_\d+>")
+from .refinement import DecodingOptions, first_value_steps, fuse_flipped, value_steps
 
 
 class TextAnswerer:
@@ -97,31 +86,34 @@ class TextAnswerer:
         runner_up_steps)`` decodes more (the flip test, the beam's other branch)."""
         options, codec = self.options, processor.codec
 
-        def coordinates(answers: DecodedAnswers, pixels: torch.Tensor, asked: list[list[int]]) -> np.ndarray:
+        def coordinates(answers: DecodedAnswers, steps, pixels: torch.Tensor, asked: list[list[int]]) -> np.ndarray:
             if options.decode == "greedy":
                 texts = [processor.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in answers.token_ids]
                 return codec.decode_batch(texts)[0]
             if options.decode == "beam":
-                values = beam_values(answers, ask(pixels, asked, first_value_steps(answers)), codec)
+                runner_up = ask(pixels, asked, first_value_steps(answers))
+                values = beam_values(steps, value_steps(runner_up, codec.ndim), codec)
             else:
-                values = subdigit_values(answers, codec)
-            return values_to_coordinates(values, codec)
+                values = subdigit_values(steps, codec)
+            return codec.values_to_coordinates(values)
 
-        coords = greedy if options.decode == "greedy" else coordinates(decoded, pixel_values, queries)
-        confidence = keypoint_confidence(decoded)
+        steps = value_steps(decoded, codec.ndim)
+        coords = greedy if options.decode == "greedy" else coordinates(decoded, steps, pixel_values, queries)
+        confidence = keypoint_confidence(steps)
         if options.flip:
             # Each keypoint's flip partner asked on the mirrored crop (a midline keypoint is its own partner).
             mirrored, partners = pixel_values.flip(-1), [queries[i] for i in kp_set.flip_indices()]
             flipped = ask(mirrored, partners)
-            flipped_confidence = keypoint_confidence(flipped)
-            coords = fuse_flipped(coords, confidence, coordinates(flipped, mirrored, partners), flipped_confidence,
-                                  pixel_values.shape[-1])
+            flipped_steps = value_steps(flipped, codec.ndim)
+            flipped_confidence = keypoint_confidence(flipped_steps)
+            coords = fuse_flipped(coords, confidence, coordinates(flipped, flipped_steps, mirrored, partners),
+                                  flipped_confidence, pixel_values.shape[-1])
             scores = (scores + np.nanmean(flipped.value_scores.numpy()[:, :2], axis=1)) / 2
             confidence = (confidence + flipped_confidence) / 2
         if options.score == "calibrated":
             if self.calibration is None:
                 raise ValueError("score='calibrated' needs the checkpoint's calibration.json; fit one with "
-                                 "benchmarks/decoding_options.py --fit")
+                                 "`locllm calibrate CHECKPOINT --data SCENES`")
             scores = self.calibration(confidence)
         return coords, scores
 
@@ -146,17 +138,12 @@ class TextAnswerer:
 
 
 def _span_scores(processor: LocLLMProcessor, token_ids: list[list[int]], step_probs: torch.Tensor) -> np.ndarray:
-    """Per answer, the mean step probability over the tokens that write each value (by token span)."""
-    tokenizer, ndim = processor.tokenizer, processor.codec.ndim
-    scores = np.full((len(token_ids), ndim), np.nan)
+    """Per answer (rows, ndim), the codec's score of each written value from its tokens' step probabilities."""
+    tokenizer = processor.tokenizer
+    scores = np.full((len(token_ids), processor.codec.ndim), np.nan)
     for row, ids in enumerate(token_ids):
         ends = [len(tokenizer.decode(ids[: t + 1], skip_special_tokens=True)) for t in range(len(ids))]
-        text = tokenizer.decode(ids, skip_special_tokens=True)
-        for v, match in enumerate(list(_VALUE_TEXT.finditer(text))[:ndim]):
-            starts = [0] + ends[:-1]
-            picked = [float(step_probs[row, t]) for t in range(len(ids))
-                      if starts[t] < match.end() and ends[t] > match.start()]
-            scores[row, v] = float(np.mean(picked)) if picked else np.nan
+        scores[row] = span_scores(processor.codec, tokenizer.decode(ids, skip_special_tokens=True), ends, step_probs[row])
     return scores
 
 

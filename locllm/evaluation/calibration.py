@@ -7,11 +7,25 @@ c of the time. ECE = sum over equal-width confidence bins of (bin share) x |mean
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from ..data.outputs import write_picture_atomically
+from .tasks.base import predicted_points
+
+if TYPE_CHECKING:
+    from .tasks.custom import CustomTask
+
+
+def scores_and_hits(records: list[dict], task: CustomTask, threshold: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """The labelled keypoints of ``task``'s persons, flattened: their scores in ``records`` (one per person, in
+    item order) and whether each lies within ``threshold`` x the crop side of the truth (PCK's hit)."""
+    points = predicted_points(records)[..., :2]
+    distance = np.linalg.norm(points - task.truth, axis=-1) / task.crop_sides[:, None]
+    scores = np.array([record["scores"] for record in records])
+    return scores[task.labelled], distance[task.labelled] <= threshold
 
 
 def reliability_bins(confidence, hit, bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -75,4 +89,4 @@ def draw_reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray]], p
     return write_picture_atomically(path, cv2.cvtColor(image, cv2.COLOR_BGR2RGB))  # drawn in OpenCV's BGR
 
 
-__all__ = ["draw_reliability_diagram", "expected_calibration_error", "reliability_bins"]
+__all__ = ["draw_reliability_diagram", "expected_calibration_error", "reliability_bins", "scores_and_hits"]

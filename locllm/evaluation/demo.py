@@ -52,9 +52,9 @@ def evaluate_pck(localizer: Localizer, num_images: int, seed: int, mean_pose: np
     report = {"num_images": num_images, "seed": seed, "difficulty": difficulty, "malformed_answers": malformed,
               "normalizer": "the crop side in image pixels (the person box padded to a square)"}
     for group, columns in REPORT_GROUPS.items():
-        metric = PCKMetric([DEMO_KEYPOINTS[i].name for i in columns])
-        scores = metric.compute(predicted[:, columns], truth[:, columns], labelled[:, columns], crop_sides,
-                                mean_pose=baseline[:, columns])
+        metric = PCKMetric([DEMO_KEYPOINTS[i].name for i in columns], truth=truth[:, columns],
+                           labelled=labelled[:, columns], normalizers=crop_sides, mean_pose=baseline[:, columns])
+        scores = metric.compute(predicted[:, columns])
         blind = scores["mean_pose_baseline"]
         report[group] = {"pck@0.1": scores["pck@0.1"], "pck@0.05": scores["pck@0.05"],
                          "baseline_pck@0.1": blind["pck@0.1"], "baseline_pck@0.05": blind["pck@0.05"],

@@ -121,6 +121,13 @@ def decoding_record(localizer, mode: str) -> dict | None:
     return None if mode != "fast" or options is None or options.is_paper else options.to_dict()
 
 
+def ask_task(localizer, task: EvaluationTask, *, mode: str = "fast", batch_size: int = 8,
+             progress: bool = False) -> list[dict]:
+    """One prediction record per person of ``task``, in item order, written nowhere: the records
+    :func:`run_evaluation` scores, for what reads them otherwise (a calibration fit)."""
+    return _ask(localizer, task, task.items, mode, int(localizer.config.image_size), batch_size, None, progress)
+
+
 def _shard_by_image(items: list[EvalItem], ranks: Ranks) -> list[EvalItem]:
     """This rank's persons: all persons of every ``world_size``-th image, so each image is read once."""
     by_image: dict[str, list[EvalItem]] = {}

@@ -1,15 +1,18 @@
-"""Metric objects: a protocol's settings held once, ``compute(...) -> dict`` over the pure functions.
+"""Metric objects: a protocol's settings and ground truth held once, ``compute(predictions) -> dict`` over the
+pure functions.
 
 In the spirit of MMPose 1.x's metric classes (without registries): the data set side (which persons,
 which ground truth) lives in :mod:`.tasks`, the arithmetic in :mod:`.coco`, :mod:`.mpii`, :mod:`.h36m` and
-:mod:`.pck`; a metric object says how they combine into a report and knows no model.
+:mod:`.pck`; a metric object says how they combine into a report and knows no model. Every one is built
+with the ground truth and called the same way, with the predictions in the form its class documents:
 
-    metric = PCKMetric(["neck", "pelvis"], thresholds=(0.1, 0.05))
-    metric.compute(predicted, truth, labelled, crop_sides)  # {"pck@0.1", "pck@0.05", "num_keypoints", ...}
+    metric = PCKMetric(["neck", "pelvis"], truth=truth, labelled=labelled, normalizers=crop_sides)
+    metric.compute(predicted)  # {"pck@0.1", "pck@0.05", "num_keypoints", ...}
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -29,7 +32,15 @@ DETECTION_OKS_NMS_THRESHOLD = 0.9
 REFERENCE_LOW_THRESHOLD = 0.11
 
 
-class CocoKeypointMetric:
+class KeypointMetric(ABC):
+    """What every metric object keeps: built with a data set's ground truth, ``compute(predictions) -> dict``."""
+
+    @abstractmethod
+    def compute(self, predictions) -> dict:
+        """The predictions for the ground truth's persons, in the order it holds them -> the metrics."""
+
+
+class CocoKeypointMetric(KeypointMetric):
     """OKS keypoint AP / AR (pycocotools) of COCO result dicts, optionally also over held-out keypoint types.
 
     Args:
@@ -52,11 +63,11 @@ class CocoKeypointMetric:
                                   "x box score (HRNet / MMPose)",
                 "oks_nms": DETECTION_OKS_NMS_THRESHOLD}
 
-    def compute(self, results: Sequence[Mapping]) -> dict:
-        """``results``: COCO result dicts (``image_id``, ``keypoints`` [x, y, s] * 17, ``score``, and with
+    def compute(self, predictions: Sequence[Mapping]) -> dict:
+        """``predictions``: COCO result dicts (``image_id``, ``keypoints`` [x, y, s] * 17, ``score``, and with
         detector boxes ``bbox`` and ``box_score``) -> the COCO stats (``"AP"``, ...) and, with held-out
         types, ``"novel_keypoints": {"held_out", "seen", "unseen"}``."""
-        results = list(results)
+        results = list(predictions)
         if self.boxes == "detections":
             results = rescore_instances(results, use_box_score=True,
                                         keypoint_score_threshold=DETECTION_KEYPOINT_SCORE_THRESHOLD)
@@ -73,7 +84,7 @@ class CocoKeypointMetric:
         return evaluate_coco_keypoints(self.ground_truth, results, boxes=self.boxes, keypoint_indices=keypoint_indices)
 
 
-class MpiiPCKhMetric:
+class MpiiPCKhMetric(KeypointMetric):
     """MPII PCKh at 0.5 and 0.1: joint groups, both means, the novel keypoints, per joint, and the reference's
     ``Mean@0.1`` (its threshold is 0.11)."""
 
@@ -96,7 +107,7 @@ class MpiiPCKhMetric:
         return metrics
 
 
-class H36mMPJPEMetric:
+class H36mMPJPEMetric(KeypointMetric):
     """Human3.6M MPJPE and PA-MPJPE in mm, root-relative, per action where the actions are known.
 
     Args:
@@ -110,43 +121,45 @@ class H36mMPJPEMetric:
         self.actions = actions
         self.root_index = root_index
 
-    def compute(self, predicted: np.ndarray) -> dict:
-        """``predicted``: (N, J, 3) poses in camera coordinates, mm -> see :func:`~.h36m.evaluate_h36m`."""
-        return evaluate_h36m(predicted, self.ground_truth, self.actions, root_index=self.root_index)
+    def compute(self, predictions: np.ndarray) -> dict:
+        """``predictions``: (N, J, 3) poses in camera coordinates, mm -> see :func:`~.h36m.evaluate_h36m`."""
+        return evaluate_h36m(predictions, self.ground_truth, self.actions, root_index=self.root_index)
 
 
-class PCKMetric:
+class PCKMetric(KeypointMetric):
     """PCK at a few thresholds of a per-person length, overall and per keypoint, optionally next to a baseline's.
 
     Args:
         keypoint_names: the K keypoints' names, which key ``"per_keypoint"``.
+        truth: (N, K, 2) true positions, in the units of the predictions.
+        labelled: (N, K) bool, the keypoints that count.
+        normalizers: (N,) each person's length (e.g. the crop side).
         thresholds: fractions of each person's normalizer.
+        mean_pose: (N, K, 2) a baseline's answers for the same persons (e.g. a mean pose placed in each crop),
+            reported next to the predictions' PCK; None for none.
     """
 
-    def __init__(self, keypoint_names: Sequence[str], thresholds: Sequence[float] = (0.1, 0.05)):
+    def __init__(self, keypoint_names: Sequence[str], *, truth: np.ndarray, labelled: np.ndarray,
+                 normalizers: np.ndarray, thresholds: Sequence[float] = (0.1, 0.05), mean_pose: np.ndarray | None = None):
         self.thresholds = tuple(thresholds)
         self.keypoint_names = list(keypoint_names)
+        self.truth, self.labelled, self.normalizers, self.mean_pose = truth, labelled, normalizers, mean_pose
 
     @property
     def keys(self) -> list[str]:
         """The report's names of the thresholds: ``"pck@0.1"``, ..."""
         return [f"pck@{t:g}" for t in self.thresholds]
 
-    def compute(self, predicted, truth, labelled, normalizers, mean_pose=None) -> dict:
-        """PCK of ``predicted`` and, when given, of a mean-pose baseline's answers for the same persons.
-
-        Args:
-            predicted: (N, K, 2) answers (NaN: no answer, a miss).
-            truth: (N, K, 2) true positions, in the same units.
-            labelled: (N, K) bool, the keypoints that count.
-            normalizers: (N,) each person's length (e.g. the crop side).
-            mean_pose: (N, K, 2) a baseline's answers (e.g. a mean pose placed in each crop), or None.
+    def compute(self, predictions: np.ndarray) -> dict:
+        """PCK of ``predictions`` (N, K, 2) (NaN: no answer, a miss) and, when the metric has one, of the mean-pose
+        baseline's answers.
 
         Returns:
             ``{"pck@T": fraction, ..., "num_keypoints": counted keypoints, "per_keypoint": {"pck@T": {name:
             fraction, NaN where none counts}}}``, and ``"mean_pose_baseline": {"pck@T": fraction}`` with ``mean_pose``.
         """
-        model = pck(predicted, truth, labelled, normalizers, self.thresholds)
+        truth, labelled, normalizers, mean_pose = self.truth, self.labelled, self.normalizers, self.mean_pose
+        model = pck(predictions, truth, labelled, normalizers, self.thresholds)
         metrics = {
             **{key: model[key] for key in self.keys},
             "num_keypoints": model["num_keypoints"],
@@ -159,4 +172,4 @@ class PCKMetric:
         return metrics
 
 
-__all__ = ["CocoKeypointMetric", "H36mMPJPEMetric", "MpiiPCKhMetric", "PCKMetric"]
+__all__ = ["CocoKeypointMetric", "H36mMPJPEMetric", "KeypointMetric", "MpiiPCKhMetric", "PCKMetric"]

@@ -29,7 +29,7 @@ class LocLLMConfig(PretrainedConfig):
         vision_model_name_or_path / text_model_name_or_path: where the frozen base weights come from
             (a local folder, or for the vision tower also a reference DINOv2 ``.pth``). When ``None`` the
             base weights live in the checkpoint itself (tiny and demo models). ``smollm2`` names the
-            installed SmolLM2-135M (``locllm.convert.gguf``).
+            installed SmolLM2-135M (``locllm.models.gguf``).
         text_num_layers: keep only the first N decoder layers of the LM loaded from
             ``text_model_name_or_path`` (a faster, shallower pretrained LM); ``None``: all of them.
         projector_type: ``"linear"`` (the paper) or ``"mlp2x_gelu"``.

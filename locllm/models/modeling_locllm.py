@@ -19,9 +19,9 @@ from transformers import AutoModelForCausalLM, GenerationMixin
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import logging as hf_logging
 
-from ..convert.gguf import resolve_base_path
 from ..prompts import IGNORE_INDEX
 from .configuration_locllm import LocLLMConfig
+from .gguf import resolve_base_path
 from .modeling_base import BaseSpec, PreTrainedModelOnBases
 from .vision import build_vision_tower, load_vision_tower, patch_features, resample_position_grid
 
@@ -35,7 +35,7 @@ def build_projector(projector_type: str, vision_dim: int, text_dim: int) -> nn.M
 
 
 def load_language_model(name_or_path: str, **kwargs) -> nn.Module:
-    """A causal LM from a folder, or from ``smollm2`` (the installed package's, see locllm.convert.gguf)."""
+    """A causal LM from a folder, or from ``smollm2`` (the installed package's, see locllm.models.gguf)."""
     # Keeping the first N layers leaves the others' tensors in the file, and transformers warns of each
     # one as unexpected: expected then, so only errors are let through while it loads.
     verbosity = hf_logging.get_verbosity()

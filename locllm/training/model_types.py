@@ -21,9 +21,9 @@ import torch
 from transformers import AutoTokenizer, CLIPVisionConfig, Dinov2Config
 
 from ..codecs import DecimalCodec, LocationTokenCodec, build_codec
-from ..convert.gguf import resolve_base_path
 from ..models import LocLLMConfig, LocLLMForKeypointLocalization
 from ..models.clip_baseline import CLIPBaselineForKeypointHeatmaps, clip_baseline_config
+from ..models.gguf import resolve_base_path
 from ..models.modeling_base import TRAINED_WEIGHTS, read_checkpoint_tensors
 from ..models.processing_locllm import CLIPBaselineProcessor, LocLLMImageProcessor, LocLLMProcessor
 from ..models.tiny import locllm_config

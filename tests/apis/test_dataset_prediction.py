@@ -202,9 +202,9 @@ class TwoPersons:
 
 def test_persons_from_a_detector_carry_its_scores(synth, tmp_path):
     from locllm.apis.dataset_prediction import predict_dataset
+    from locllm.apis.demo import demo_checkpoint
     from locllm.apis.image_sources import ImageSource
     from locllm.engine import Localizer
-    from locllm.engine.demo import demo_checkpoint
 
     _, images = synth
     localizer = Localizer.from_pretrained(demo_checkpoint(), device="cpu", detector=TwoPersons())

@@ -201,8 +201,8 @@ def test_checkpoint_descriptions_replace_only_builtin_ones(char_checkpoint):
 @pytest.mark.slow
 def test_demo_checkpoint_fast_equals_reference():
     """On the trained demo checkpoint the constrained fast path gives the reference's coordinates."""
+    from locllm.apis.demo import DEMO_CHECKPOINT
     from locllm.data.synth import render_scene
-    from locllm.engine.demo import DEMO_CHECKPOINT
 
     if not (DEMO_CHECKPOINT / "config.json").is_file():
         pytest.skip(f"the demo checkpoint is absent from {DEMO_CHECKPOINT}")

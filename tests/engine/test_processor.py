@@ -7,9 +7,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from locllm.apis.demo import demo_checkpoint
 from locllm.codecs import DecimalCodec, LocationTokenCodec
 from locllm.engine import Localizer
-from locllm.engine.demo import demo_checkpoint
 from locllm.engine.localizer import strategy
 from locllm.models import LocLLMConfig
 from locllm.models.clip_baseline import clip_baseline_config

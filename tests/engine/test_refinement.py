@@ -1,23 +1,18 @@
-"""Sub-digit decoding, keypoint confidence, the flip test and the calibration (issue 20)."""
+"""Sub-digit decoding, keypoint confidence, the flip test and the calibration (issue 20); the readings are the
+codec's (locllm.codecs.reading), fed the distributions of decoded answers (value_steps)."""
+
+import argparse
 
 import numpy as np
 import pytest
 import torch
 
+from locllm.codecs.reading import beam_values, keypoint_confidence, subdigit_values
 from locllm.codecs.text import DecimalCodec, LocationTokenCodec
 from locllm.engine import Localizer
 from locllm.engine.calibration import Calibration
 from locllm.engine.decoding import DecodedAnswers
-from locllm.engine.refinement import (
-    DecodingOptions,
-    beam_values,
-    first_value_steps,
-    fuse_flipped,
-    keypoint_confidence,
-    subdigit_values,
-    unit_values,
-    values_to_coordinates,
-)
+from locllm.engine.refinement import DecodingOptions, first_value_steps, fuse_flipped, value_steps
 from locllm.models.modeling_base import checkpoint_weights_sha256
 
 
@@ -41,16 +36,16 @@ def test_one_hot_distributions_give_the_greedy_value(codec):
     rng = np.random.default_rng(0)
     steps, greedy = [], np.zeros((4, codec.ndim))
     for axis in range(codec.ndim):
-        units = unit_values(codec, axis)
+        units = codec.unit_values(axis)
         chosen = [rng.integers(0, len(u), size=4) for u in units]
         steps.append([one_hot(c, len(u)) for c, u in zip(chosen, units, strict=True)])
         greedy[:, axis] = sum(u[c] for c, u in zip(chosen, units, strict=True))
-    values = subdigit_values(answers_for(codec, steps), codec)
+    values = subdigit_values(value_steps(answers_for(codec, steps), codec.ndim), codec)
     np.testing.assert_allclose(values, greedy, atol=1e-12)
-    answers = answers_for(codec, steps)  # one-hot: the runner-up branch weighs nothing, whatever it holds
+    answers = value_steps(answers_for(codec, steps), codec.ndim)  # one-hot: the runner-up branch weighs nothing
     np.testing.assert_allclose(beam_values(answers, answers, codec), greedy, atol=1e-12)
-    texts = [codec.encode(values_to_coordinates(v[None], codec)[0]) for v in greedy]
-    np.testing.assert_allclose(values_to_coordinates(values, codec), codec.decode_batch(texts)[0], atol=1e-9)
+    texts = [codec.encode(codec.values_to_coordinates(v[None])[0]) for v in greedy]
+    np.testing.assert_allclose(codec.values_to_coordinates(values), codec.decode_batch(texts)[0], atol=1e-9)
 
 
 def test_subdigit_leans_towards_the_neighbour_the_model_also_believes():
@@ -58,9 +53,10 @@ def test_subdigit_leans_towards_the_neighbour_the_model_also_believes():
     first = np.zeros((1, 10))
     first[0, 4], first[0, 5] = 0.5, 0.5  # "0.4.." or "0.5..": the boundary between them is the best guess
     later = one_hot([0])  # given 4 the model writes 0.400
-    value = subdigit_values(answers_for(codec, [[first, later, later]] * 2), codec)[0, 0]
+    steps = value_steps(answers_for(codec, [[first, later, later]] * 2), codec.ndim)
+    value = subdigit_values(steps, codec)[0, 0]
     assert value == pytest.approx(0.5 * 0.4 + 0.5 * 0.5)
-    assert keypoint_confidence(answers_for(codec, [[first, later, later]] * 2))[0] == pytest.approx(1.0)
+    assert keypoint_confidence(steps)[0] == pytest.approx(1.0)
 
 
 def test_beam_takes_the_expectation_over_both_decoded_branches():
@@ -70,7 +66,8 @@ def test_beam_takes_the_expectation_over_both_decoded_branches():
     greedy = answers_for(codec, [[first, one_hot([2]), one_hot([0])]] * 2)  # 0.420
     runner = answers_for(codec, [[first, one_hot([1]), one_hot([5])]] * 2)  # the 7 branch: 0.715
     assert first_value_steps(greedy) == {0, 3}
-    assert beam_values(greedy, runner, codec)[0, 0] == pytest.approx(0.75 * 0.42 + 0.25 * 0.715)
+    assert beam_values(value_steps(greedy, 2), value_steps(runner, 2), codec)[0, 0] == pytest.approx(
+        0.75 * 0.42 + 0.25 * 0.715)
 
 
 def test_flip_of_a_mirror_consistent_answer_returns_the_same_answer():
@@ -129,3 +126,22 @@ def test_localizer_options(char_checkpoint):
     assert localizer.localize(image, keypoints=["nose"])[0].scores[0] == pytest.approx(0.2)
     reference = localizer.localize(image, keypoints=["nose"], mode="reference")[0]  # always the paper's reading
     assert reference.scores[0] != pytest.approx(0.2)
+
+
+def test_the_cli_reads_with_the_library_s_recommended_decoding(char_checkpoint, tmp_path):
+    from locllm.cli import decoding_args
+    from locllm.engine import calibration, refinement
+
+    # the parser spells these out (it must not load torch): they are the library's
+    assert decoding_args.DECODES == refinement.DECODES and decoding_args.SCORES == refinement.SCORES
+    assert decoding_args.DEFAULT_DECODE == refinement.RECOMMENDED_DECODE
+    assert decoding_args.CALIBRATION_FILE == calibration.CALIBRATION_FILE
+    assert refinement.recommended_decoding(char_checkpoint) == DecodingOptions(decode="subdigit", score="mean_max")
+    (tmp_path / "calibration.json").write_text("{}")  # only whether it exists decides the default score
+    assert refinement.recommended_decoding(tmp_path) == DecodingOptions(decode="subdigit", score="calibrated")
+    assert refinement.recommended_decoding(tmp_path, decode="beam", flip=True, score="mean_max") == DecodingOptions(
+        decode="beam", flip=True, score="mean_max")
+    parser = argparse.ArgumentParser()  # the CLI without options reads the recommended way
+    decoding_args.add_decoding_arguments(parser)
+    assert decoding_args.decoding_options(parser.parse_args([]), tmp_path) == refinement.recommended_decoding(tmp_path)
+    assert Localizer.from_pretrained(char_checkpoint, device="cpu").answerer.options == DecodingOptions()  # the paper's

@@ -19,8 +19,9 @@ def _result(dataset, metrics, protocol):
 
 def test_report_of_a_pck_metric():
     truth = np.zeros((2, 2, 2))
-    metric = PCKMetric(["neck", "crown"])
-    metrics = metric.compute(truth + 5.0, truth, np.ones((2, 2), bool), np.array([100.0, 100.0]), mean_pose=truth)
+    metric = PCKMetric(["neck", "crown"], truth=truth, labelled=np.ones((2, 2), bool),
+                       normalizers=np.array([100.0, 100.0]), mean_pose=truth)
+    metrics = metric.compute(truth + 5.0)
     report = format_report(_result("custom", metrics, {"boxes": "gt"}), SimpleNamespace(metric=metric))
     assert report.splitlines() == [
         "PCK of your own keypoints: val.json",

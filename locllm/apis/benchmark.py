@@ -15,13 +15,13 @@ import numpy as np
 import torch
 
 from ..data.synth import render_scene
+from ..engine.localizer import Localizer
 from ..keypoints import get_keypoint_set
 from ..models import LocLLMForKeypointLocalization
 from ..models.processing_locllm import LocLLMProcessor
 from ..models.tiny import locllm_config
 from ..prompts import PromptStyle
 from ..prompts.demo_tokenizer import build_demo_tokenizer
-from .localizer import Localizer
 
 
 def _synchronize(device: torch.device) -> None:

@@ -9,7 +9,7 @@ plain ``LlamaForCausalLM`` folder, tokenizer included, in the user's cache, and 
 
 Wherever a base LLM or tokenizer is named (``model.text_model_name_or_path``, ``model.tokenizer``,
 ``locllm bench --tokenizer``, a checkpoint's config) the name ``smollm2`` stands for that folder:
-:func:`resolve_base_path` turns it into the path. Imports nothing of ours, so the models read it too.
+:func:`resolve_base_path` turns it into the path; the models read it when a config names that base.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 fused qkv, ``ls1.gamma`` layer scales) -> Hugging Face ``Dinov2Model``: the key table, the config read
 off the tensor shapes, and a loader for its ``dinov2_vit*_pretrain.pth`` files.
 
-Imports nothing of ours, so the models' tower loader (a config may name such a file as its vision base)
-and the checkpoint importer both use it.
+It lives with the models: their tower loader reads such a file when a config names it as its vision base,
+and the importer of the authors' release (``convert/reference.py``) converts the tower it ships.
 """
 
 from __future__ import annotations

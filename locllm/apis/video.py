@@ -31,9 +31,9 @@ from tqdm import tqdm
 
 from ..data.images import MAX_IMAGE_PIXELS_ENV, max_image_pixels
 from ..data.outputs import staged_files
+from ..engine.localizer import Localizer, PersonKeypoints
 from ..keypoints import KeypointSet
-from ..viz import draw_keypoints
-from .localizer import Localizer, PersonKeypoints
+from ..viz import draw_persons
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
 # Joints lie inside the body: a box around them misses the head's top, hands and feet (rtmlib enlarges by 1.25 too).
@@ -42,7 +42,6 @@ MATCH_IOU = 0.3  # a detection continues a person only when it overlaps that per
 # A corrupt frame is skipped; this many in a row means the stream itself is broken, not one frame.
 MAX_BAD_FRAMES_IN_A_ROW = 25
 FOURCC = {".avi": "MJPG"}  # everything else is written as MPEG-4 part 2, which every OpenCV build has
-BOX_COLOR = (255, 255, 255)
 
 
 class VideoReadError(ValueError):
@@ -198,16 +197,12 @@ class KeypointTracker:
 
 def draw_frame(pixels: np.ndarray, ids: list[int], persons: list[PersonKeypoints], kp_set: KeypointSet) -> np.ndarray:
     """(H, W, 3) RGB with every person's box, id and skeleton."""
-    picture = pixels.copy()
-    for track, person in zip(ids, persons, strict=True):
-        if person.error is not None:
-            continue
+
+    def corners(person: PersonKeypoints):
         x, y, w, h = (round(float(v)) for v in person.box)
-        cv2.rectangle(picture, (x, y), (x + w, y + h), BOX_COLOR, 1, cv2.LINE_AA)
-        cv2.putText(picture, f"#{track}", (x + 2, max(y - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, BOX_COLOR, 1,
-                    cv2.LINE_AA)
-        picture = draw_keypoints(picture, person.keypoints[:, :2], kp_set, scores=person.scores, visible=person.valid)
-    return picture
+        return (x, y), (x + w, y + h)
+
+    return draw_persons(pixels, persons, kp_set, box_corners=corners, tags=[f"#{track}" for track in ids])
 
 
 def frame_record(index: int, fps: float, ids: list[int] | None, persons: list[PersonKeypoints] | None,

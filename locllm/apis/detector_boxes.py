@@ -14,8 +14,8 @@ from tqdm.auto import tqdm
 
 from ..data.datasets import load_coco
 from ..data.outputs import write_text_atomically
+from ..engine.detection import PersonDetector
 from ..models.hub import resolve_pretrained
-from .detection import PersonDetector
 
 
 def detector_boxes_file(detector: str | Path, annotation_file: str | Path, image_root: str | Path, *,

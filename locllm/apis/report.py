@@ -32,6 +32,11 @@ def requested_keypoints(keypoints: str, describe: list[str],
     return kp_set, [any(kp is extra for extra in extras) for kp in kp_set]
 
 
+def novel_labels(kp_set: KeypointSet, novel: list[bool]) -> list[str]:
+    """What the pictures of predict and serve write beside each keypoint: the name of a described one."""
+    return [kp.name if is_novel else "" for kp, is_novel in zip(kp_set, novel, strict=True)]
+
+
 def prediction_report(mode: str, kp_set: KeypointSet, images: list[tuple[str, list]], seconds: float,
                       errors: dict[str, str] | None = None) -> dict:
     """What ``locllm predict --json`` writes (the web demo returns the same): ``images`` holds (image name,

@@ -2,7 +2,7 @@
 
 import torch
 
-from locllm.convert.dinov2 import convert_reference_dinov2_state_dict, load_reference_dinov2
+from locllm.models.reference_dinov2 import convert_reference_dinov2_state_dict, load_reference_dinov2
 
 
 def _reference_dinov2_state_dict(hf_state):
