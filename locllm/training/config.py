@@ -36,7 +36,7 @@ class ModelConfig:
     ``text`` override fields of its Dinov2 / Llama configs) or loaded from ``*_name_or_path``; a path
     replaces the ``size``'s config of that part.
 
-    ``type: clip_baseline`` trains the paper's CLIP baseline (:mod:`locllm.models.clip_baseline`) instead:
+    ``type: clip_baseline`` trains the paper's CLIP baseline (:mod:`locllm.models.modeling_clip_baseline`) instead:
     ``size`` (tiny | paper), ``tokenizer``, ``vision`` / ``text`` (fields of its two CLIP towers),
     ``image_size``, the LoRA fields and ``train_*_base`` (the image / text tower) mean the same;
     ``clip_baseline`` holds its own fields (``clip_model_name_or_path``, the head, the text template), and

@@ -22,10 +22,12 @@ from transformers import AutoTokenizer, CLIPVisionConfig, Dinov2Config
 
 from ..codecs import DecimalCodec, LocationTokenCodec, build_codec
 from ..models import LocLLMConfig, LocLLMForKeypointLocalization
-from ..models.clip_baseline import CLIPBaselineForKeypointHeatmaps, clip_baseline_config
+from ..models.configuration_clip_baseline import clip_baseline_config
 from ..models.gguf import resolve_base_path
 from ..models.modeling_base import TRAINED_WEIGHTS, read_checkpoint_tensors
-from ..models.processing_locllm import CLIPBaselineProcessor, LocLLMImageProcessor, LocLLMProcessor
+from ..models.modeling_clip_baseline import CLIPBaselineForKeypointHeatmaps
+from ..models.processing_clip_baseline import CLIPBaselineProcessor
+from ..models.processing_locllm import LocLLMImageProcessor, LocLLMProcessor
 from ..models.tiny import locllm_config
 from ..models.vision import build_vision_tower
 from ..prompts import IGNORE_INDEX, PromptStyle, build_char_tokenizer
