@@ -2,7 +2,8 @@
 
     MODEL_TYPES = {"locllm": ModelType(...), "clip_baseline": ModelType(...), ...}
 
-A builder returns ``(model, processor)``: fresh from the config, or the checkpoint ``resume`` being
+A row's checks say which configs the type accepts: ``check_model`` runs on the model section as it
+is read, ``check_config`` on the whole config (both raise ValueError). A builder returns ``(model, processor)``: fresh from the config, or the checkpoint ``resume`` being
 continued; the processor (tokenizer, prompts, codec, crop geometry) is saved with every checkpoint, and
 None for a model that needs none beyond its config. A collator turns the loader's ``(epoch, index, sample)`` items into the model's keyword
 arguments. ``supervised(batch)`` counts what one micro-batch supervises (answer tokens, heatmap
@@ -36,7 +37,7 @@ from ..prompts.grammar import answer_choices, build_answer_grammar
 from .checkpoint import latest_checkpoint
 from .clip_baseline_collator import CLIPBaselineCollator
 from .collator import TrainingCollator
-from .config import TrainConfig
+from .config import ModelConfig, TrainConfig, register_model_types
 from .first_decimal import FirstDecimalMonitor
 from .vision_pretrain import PatchClassifier, PatchCollator, build_demo_tower, patch_loss, tower_weights
 
@@ -53,9 +54,41 @@ class ModelType:
     # (and, for logging.first_decimal, .logits those of the positions the loss supervised)
     forward: Callable[[torch.nn.Module, dict, torch.Tensor], object] = (
         lambda model, batch, num_items: model(**batch, num_items_in_batch=num_items))
+    check_model: Callable[[ModelConfig], None] = lambda model: None  # the model section, when it is read
+    check_config: Callable[[TrainConfig], None] = lambda config: None  # the whole config, once it is read
+
+
+FIRST_DECIMAL_NEEDS = ("logging.first_decimal reads decimal answers: it needs model.type locllm and "
+                       "prompt.coordinates decimal")
+
+
+def no_first_decimal(config: TrainConfig) -> None:
+    """``check_config`` of a type whose answers are not text: logging.first_decimal is LocLLM's."""
+    if config.logging.first_decimal:
+        raise ValueError(FIRST_DECIMAL_NEEDS)
 
 
 # ---------------------------------------------------------------------------- locllm
+
+
+def check_locllm_model(m: ModelConfig) -> None:
+    """``model.type: locllm``: bases either random-initialized from a named ``size`` of :mod:`locllm.models.tiny`
+    (``vision`` / ``text`` override fields of its Dinov2 / Llama configs) or loaded from ``*_name_or_path``;
+    a path replaces the ``size``'s config of that part."""
+    bases_named = bool(m.vision_model_name_or_path and m.text_model_name_or_path)
+    if m.size is None and not (bases_named or m.init_from):
+        raise ValueError("model.size may only be null when both base paths are given, or with model.init_from "
+                         "(whose architecture is then used)")
+    if m.tokenizer is None and not (m.text_model_name_or_path or (m.size is None and m.init_from)):
+        raise ValueError("model.tokenizer is needed without a text_model_name_or_path (use 'char' for tiny models)")
+    if m.text_num_layers is not None and (not m.text_model_name_or_path or m.text_num_layers < 1):
+        raise ValueError("model.text_num_layers keeps the first N >= 1 layers of a text_model_name_or_path; "
+                         "a random LM's depth is model.text.num_hidden_layers")
+
+
+def check_locllm_config(config: TrainConfig) -> None:
+    if config.logging.first_decimal and config.prompt.coordinates != "decimal":
+        raise ValueError(FIRST_DECIMAL_NEEDS)
 
 
 def build_prompt_style(config: TrainConfig) -> PromptStyle:
@@ -237,6 +270,19 @@ def answer_tokens_supervised(batch: dict) -> int:
 # ---------------------------------------------------------------------------- clip_baseline
 
 
+def check_clip_baseline_model(m: ModelConfig) -> None:
+    """``model.type: clip_baseline``: the paper's CLIP baseline (:mod:`locllm.models.modeling_clip_baseline`).
+    ``size`` (tiny | paper), ``tokenizer``, ``vision`` / ``text`` (fields of its two CLIP towers),
+    ``image_size``, the LoRA fields and ``train_*_base`` (the image / text tower) mean what they mean for
+    LocLLM; ``clip_baseline`` holds its own fields (``clip_model_name_or_path``, the head, the text
+    template), and each sample is asked about ``prompt.max_rounds`` of its visible keypoints."""
+    clip_path = m.clip_baseline.get("clip_model_name_or_path")
+    if m.size is None and not clip_path:
+        raise ValueError("model.size may only be null with model.clip_baseline.clip_model_name_or_path")
+    if m.tokenizer is None and not clip_path:
+        raise ValueError("model.tokenizer is needed without a clip_model_name_or_path (use 'char' for tiny models)")
+
+
 # Set by the model section's own fields; model.clip_baseline holds only what the baseline alone has.
 CLIP_BASELINE_SHARED_FIELDS = ("image_size", "lora_vision", "lora_text", "lora_r", "lora_alpha", "lora_dropout",
                                "train_vision_base", "train_text_base")
@@ -281,6 +327,22 @@ def clip_baseline_collator(config: TrainConfig, model: CLIPBaselineForKeypointHe
 # ---------------------------------------------------------------------------- patch_classifier
 
 
+PATCH_CLASSIFIER_TOWERS = ("dinov2", "clip_vision_model")
+
+
+def check_patch_classifier_model(m: ModelConfig) -> None:
+    """``model.type: patch_classifier`` pre-trains a vision tower alone (:mod:`locllm.training.vision_pretrain`):
+    a random tower of ``vision_model_type`` (Dinov2 by default, its position table started as a sin-cos grid;
+    or a CLIP image tower) with the ``vision`` fields (``patch_size``, ``hidden_size``, ...) and a linear
+    head scoring each of ``num_keypoints`` keypoints over the patches. A LocLLM run starts its tower
+    from such a run with ``vision_tower_from``."""
+    if not m.num_keypoints:
+        raise ValueError("model.type patch_classifier needs model.num_keypoints")
+    if m.vision_model_type not in PATCH_CLASSIFIER_TOWERS:
+        raise ValueError(f"model.vision_model_type must be one of {PATCH_CLASSIFIER_TOWERS}, "
+                         f"got {m.vision_model_type!r}")
+
+
 def build_patch_classifier(config: TrainConfig, resume: Path | None, base_dtype: torch.dtype | None):
     """``model.type: patch_classifier``: a random tower of the ``vision`` fields (a Dinov2 started with a
     sin-cos position grid, or a CLIP image tower) and its head."""
@@ -309,9 +371,13 @@ MODEL_TYPES = {
     "locllm": ModelType(build_locllm, locllm_collator,
                         supervised=answer_tokens_supervised,
                         forward=lambda model, batch, num_items: model(**batch, num_items_in_batch=num_items,
-                                                                      supervised_logits_only=True)),
+                                                                      supervised_logits_only=True),
+                        check_model=check_locllm_model, check_config=check_locllm_config),
     "clip_baseline": ModelType(build_clip_baseline, clip_baseline_collator,
-                               supervised=lambda batch: int(batch["target_weights"].sum())),
+                               supervised=lambda batch: int(batch["target_weights"].sum()),
+                               check_model=check_clip_baseline_model, check_config=no_first_decimal),
     "patch_classifier": ModelType(build_patch_classifier, patch_classifier_collator, forward=patch_loss,
-                                  supervised=lambda batch: int(batch["mask"].sum())),
+                                  supervised=lambda batch: int(batch["mask"].sum()),
+                                  check_model=check_patch_classifier_model, check_config=no_first_decimal),
 }
+register_model_types(MODEL_TYPES)
