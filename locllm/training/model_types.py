@@ -120,6 +120,15 @@ def answer_codec(config: TrainConfig) -> DecimalCodec | LocationTokenCodec:
     return build_codec(spec)
 
 
+# The model section's fields LocLLMConfig has under the same names. They are set on the config its size, base
+# paths or starting checkpoint describe (not passed to LocLLMConfig(...), so the section's null keeps that
+# config's value); the base paths are read with ``or`` (an empty one keeps it too), and stage 1 turns the
+# training switches off.
+TRAINING_SWITCHES = ("lora_vision", "lora_text", "train_vision_base", "train_text_base")
+LOCLLM_SHARED_FIELDS = ("image_size", "text_num_layers", "projector_type", "lora_r", "lora_alpha", "lora_dropout",
+                        "vision_lora_targets", "text_lora_targets", *TRAINING_SWITCHES)
+
+
 def build_model_config(config: TrainConfig, tokenizer, style: PromptStyle) -> LocLLMConfig:
     """The LocLLMConfig the config's model section describes (bases not loaded yet)."""
     m = config.model
@@ -137,20 +146,13 @@ def build_model_config(config: TrainConfig, tokenizer, style: PromptStyle) -> Lo
                                     image_size=start.image_size, image_mean=start.image_mean, image_std=start.image_std,
                                     image_token_id=image_token_id)
     override_towers(model_config.vision_config, model_config.text_config, config)
-    if m.image_size is not None:
-        model_config.image_size = m.image_size
-    stage1 = config.optim.stage == 1
+    set_shared_fields(model_config, m, LOCLLM_SHARED_FIELDS)
     model_config.vision_model_name_or_path = m.vision_model_name_or_path or model_config.vision_model_name_or_path
     model_config.text_model_name_or_path = m.text_model_name_or_path or model_config.text_model_name_or_path
-    model_config.text_num_layers = m.text_num_layers or model_config.text_num_layers
+    if config.optim.stage == 1:  # the projector alone trains
+        for key in TRAINING_SWITCHES:
+            setattr(model_config, key, False)
     model_config.image_token = style.image_token
-    model_config.projector_type = m.projector_type
-    model_config.lora_vision = m.lora_vision and not stage1
-    model_config.lora_text = m.lora_text and not stage1
-    model_config.train_vision_base = m.train_vision_base and not stage1
-    model_config.train_text_base = m.train_text_base and not stage1
-    model_config.lora_r, model_config.lora_alpha, model_config.lora_dropout = m.lora_r, m.lora_alpha, m.lora_dropout
-    model_config.vision_lora_targets, model_config.text_lora_targets = m.vision_lora_targets, m.text_lora_targets
     model_config.prompt_style = style.to_dict()
     model_config.coordinate_ndim = config.prompt.ndim
     model_config.coordinate_codec = answer_codec(config).to_dict()  # inference reads answers the same way
@@ -159,11 +161,24 @@ def build_model_config(config: TrainConfig, tokenizer, style: PromptStyle) -> Lo
 
 def override_towers(vision_config, text_config, config: TrainConfig) -> None:
     """Set the model section's ``vision`` / ``text`` fields on the two towers' configs (unknown ones are errors)."""
-    for sub_config, overrides in ((vision_config, config.model.vision), (text_config, config.model.text)):
-        for key, value in overrides.items():
-            if not hasattr(sub_config, key):
-                raise ValueError(f"model: {type(sub_config).__name__} has no field {key!r}")
-            setattr(sub_config, key, value)
+    set_known_fields(vision_config, config.model.vision, "model")
+    set_known_fields(text_config, config.model.text, "model")
+
+
+def set_known_fields(target, values: dict, where: str) -> None:
+    """Set ``values`` on the config ``target``; a key it has no field for is an error naming ``where``."""
+    for key, value in values.items():
+        if not hasattr(target, key):
+            raise ValueError(f"{where}: {type(target).__name__} has no field {key!r}")
+        setattr(target, key, value)
+
+
+def set_shared_fields(model_config, m: ModelConfig, names: tuple[str, ...]) -> None:
+    """Set the model section's fields ``names`` on the model config, which has them under the same names;
+    one the section leaves null keeps the model config's value."""
+    for key in names:
+        if getattr(m, key) is not None:
+            setattr(model_config, key, getattr(m, key))
 
 
 def build_model(config: TrainConfig, model_config: LocLLMConfig, base_dtype: torch.dtype | None):
@@ -283,7 +298,8 @@ def check_clip_baseline_model(m: ModelConfig) -> None:
         raise ValueError("model.tokenizer is needed without a clip_model_name_or_path (use 'char' for tiny models)")
 
 
-# Set by the model section's own fields; model.clip_baseline holds only what the baseline alone has.
+# The model section's fields CLIPBaselineConfig has under the same names; model.clip_baseline holds only what
+# the baseline alone has (its other CLIPBaselineConfig fields).
 CLIP_BASELINE_SHARED_FIELDS = ("image_size", "lora_vision", "lora_text", "lora_r", "lora_alpha", "lora_dropout",
                                "train_vision_base", "train_text_base")
 
@@ -306,13 +322,8 @@ def build_clip_baseline(config: TrainConfig, resume: str | Path | None,
     model_config = clip_baseline_config(m.size or "paper", tokenizer=tokenizer)  # a path replaces these towers
     towers = model_config.clip_config
     override_towers(towers.vision_config, towers.text_config, config)
-    for key in CLIP_BASELINE_SHARED_FIELDS:
-        if getattr(m, key) is not None:
-            setattr(model_config, key, getattr(m, key))
-    for key, value in m.clip_baseline.items():
-        if not hasattr(model_config, key):
-            raise ValueError(f"model.clip_baseline: CLIPBaselineConfig has no field {key!r}")
-        setattr(model_config, key, value)
+    set_shared_fields(model_config, m, CLIP_BASELINE_SHARED_FIELDS)
+    set_known_fields(model_config, m.clip_baseline, "model.clip_baseline")
     model_config.check_geometry()
     torch.manual_seed(config.seed)  # random towers and head are the same in every process
     model = CLIPBaselineForKeypointHeatmaps.from_bases(model_config, dtype=base_dtype)
