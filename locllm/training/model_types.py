@@ -9,7 +9,8 @@ None for a model that needs none beyond its config. A collator turns the loader'
 arguments. ``supervised(batch)`` counts what one micro-batch supervises (answer tokens, heatmap
 queries, keypoints): the loop divides every micro-batch's summed loss by the count of the whole global
 batch, so the step is the same however the batch is split over processes and micro-batches. A new
-model type is one more entry in ``MODEL_TYPES``.
+model type is one more entry in ``MODEL_TYPES`` (and its files under ``models/`` and its Localizer strategy:
+the README's "Layout").
 """
 
 from __future__ import annotations
