@@ -1,11 +1,12 @@
-"""What each ``model.type`` brings to the one training loop: a builder, a collator and a loss.
+"""What each ``model.type`` brings to the one training loop: its config checks, a builder, a collator and a loss.
 
     MODEL_TYPES = {"locllm": ModelType(...), "clip_baseline": ModelType(...), ...}
 
 A row's checks say which configs the type accepts: ``check_model`` runs on the model section as it
-is read, ``check_config`` on the whole config (both raise ValueError). A builder returns ``(model, processor)``: fresh from the config, or the checkpoint ``resume`` being
-continued; the processor (tokenizer, prompts, codec, crop geometry) is saved with every checkpoint, and
-None for a model that needs none beyond its config. A collator turns the loader's ``(epoch, index, sample)`` items into the model's keyword
+is read, ``check_config`` on the whole config (both raise ValueError). A builder returns
+``(model, processor)``: fresh from the config, or the checkpoint ``resume`` being continued; the
+processor (tokenizer, prompts, codec, crop geometry) is saved with every checkpoint, and None for a
+model that needs none beyond its config. A collator turns the loader's ``(epoch, index, sample)`` items into the model's keyword
 arguments. ``supervised(batch)`` counts what one micro-batch supervises (answer tokens, heatmap
 queries, keypoints): the loop divides every micro-batch's summed loss by the count of the whole global
 batch, so the step is the same however the batch is split over processes and micro-batches. A new
