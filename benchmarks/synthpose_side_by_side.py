@@ -40,7 +40,7 @@ from locllm.data.geometry import PIXEL_STD, box_to_center_scale
 from locllm.evaluation.coco import evaluate_coco_keypoints
 from locllm.evaluation.pck import pck
 from locllm.keypoints import COCO_KEYPOINTS, PAPER_HELD_OUT
-from locllm.models.clip_baseline import clip_baseline_config
+from locllm.models.configuration_clip_baseline import clip_baseline_config
 from locllm.prompts.char_tokenizer import build_char_tokenizer
 from locllm.training.checkpoint import latest_checkpoint
 from locllm.training.vision_pretrain import tower_weights

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..keypoints import KeypointSet
-from ..models.processing_locllm import CLIPBaselineProcessor
+from ..models.processing_clip_baseline import CLIPBaselineProcessor
 
 
 class HeatmapAnswerer:

@@ -32,9 +32,10 @@ from ..keypoints import Keypoint, KeypointSet, normalize_name, resolve_keypoints
 from ..keypoints.sets import all_known_keypoints
 from ..keypoints.user import load_checkpoint_descriptions
 from ..models import LocLLMConfig
-from ..models.clip_baseline import CLIPBaselineConfig
+from ..models.configuration_clip_baseline import CLIPBaselineConfig
 from ..models.hub import HUB_KWARGS, resolve_pretrained
-from ..models.processing_locllm import CLIPBaselineProcessor, LocLLMProcessor
+from ..models.processing_clip_baseline import CLIPBaselineProcessor
+from ..models.processing_locllm import LocLLMProcessor
 from .calibration import Calibration
 from .detection import Detections, PersonDetector
 from .heatmap_answerer import HeatmapAnswerer

@@ -6,9 +6,10 @@ and ``AutoModel.from_pretrained(ckpt)`` give the right class for any checkpoint 
 
 from transformers import AutoConfig, AutoModel
 
-from .clip_baseline import CLIPBaselineConfig, CLIPBaselineForKeypointHeatmaps
+from .configuration_clip_baseline import CLIPBaselineConfig
 from .configuration_locllm import CLIP_MEAN, CLIP_STD, LocLLMConfig
 from .modeling_base import BASE_WEIGHTS, TRAINED_WEIGHTS, read_checkpoint_config, read_checkpoint_tensors
+from .modeling_clip_baseline import CLIPBaselineForKeypointHeatmaps
 from .modeling_locllm import LocLLMForKeypointLocalization, build_projector
 
 __all__ = ["BASE_WEIGHTS", "CLIP_MEAN", "CLIP_STD", "CLIPBaselineConfig", "CLIPBaselineForKeypointHeatmaps",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..models.processing_locllm import CLIPBaselineProcessor
+from ..models.processing_clip_baseline import CLIPBaselineProcessor
 
 QUERY_CHOICE_STREAM = 3  # keeps the collator's keypoint choice independent of the other seeded draws
 

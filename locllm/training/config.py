@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,31 +26,28 @@ import yaml
 
 from ..data.augment import AugmentationConfig
 
-PATCH_CLASSIFIER_TOWERS = ("dinov2", "clip_vision_model")
+if typing.TYPE_CHECKING:
+    from .model_types import ModelType
+
+# model.type -> its row, whose checks say what that type accepts: training/model_types.py registers its
+# MODEL_TYPES when it is imported (importing locllm.training does), so this module names no model type.
+_MODEL_TYPES: dict[str, ModelType] = {}
+
+
+def register_model_types(rows: Mapping[str, ModelType]) -> None:
+    """Make ``rows`` the types ``model.type`` may name; each row's ``check_model`` runs on every model
+    section read, its ``check_config`` on every whole config."""
+    _MODEL_TYPES.update(rows)
 
 
 @dataclass
 class ModelConfig:
-    """Which model to train.
-
-    Bases are either random-initialized from a named ``size`` of :mod:`locllm.models.tiny` (``vision`` /
-    ``text`` override fields of its Dinov2 / Llama configs) or loaded from ``*_name_or_path``; a path
-    replaces the ``size``'s config of that part.
-
-    ``type: clip_baseline`` trains the paper's CLIP baseline (:mod:`locllm.models.clip_baseline`) instead:
-    ``size`` (tiny | paper), ``tokenizer``, ``vision`` / ``text`` (fields of its two CLIP towers),
-    ``image_size``, the LoRA fields and ``train_*_base`` (the image / text tower) mean the same;
-    ``clip_baseline`` holds its own fields (``clip_model_name_or_path``, the head, the text template), and
-    each sample is asked about ``prompt.max_rounds`` of its visible keypoints.
-
-    ``type: patch_classifier`` pre-trains a vision tower alone (:mod:`locllm.training.vision_pretrain`):
-    a random tower of ``vision_model_type`` (Dinov2 by default, its position table started as a sin-cos grid;
-    or a CLIP image tower) with the ``vision`` fields (``patch_size``, ``hidden_size``, ...) and a linear
-    head scoring each of ``num_keypoints`` keypoints over the patches. A LocLLM run starts its tower
-    from such a run with ``vision_tower_from``.
+    """Which model to train: ``type`` names a row of :data:`locllm.training.model_types.MODEL_TYPES`, which
+    checks this section when it is read and builds the model from it (what each type reads of it: the
+    docstrings of that module's ``check_*`` functions).
     """
 
-    type: str = "locllm"  # locllm | clip_baseline | patch_classifier
+    type: str = "locllm"  # a key of training/model_types.py's MODEL_TYPES: locllm | clip_baseline | patch_classifier
     size: str | None = "tiny"  # tiny | small | paper (random weights); None: both base paths, or init_from's architecture
     vision_model_name_or_path: str | None = None  # HF folder or a reference dinov2_vit*_pretrain.pth
     text_model_name_or_path: str | None = None  # HF folder of a causal LM (Vicuna-7B v1.5 in the paper), or
@@ -80,31 +78,10 @@ class ModelConfig:
     vision_model_type: str = "dinov2"  # type patch_classifier: the tower, dinov2 | clip_vision_model
 
     def __post_init__(self):
-        if self.type not in ("locllm", "clip_baseline", "patch_classifier"):
-            raise ValueError(f"model.type must be 'locllm', 'clip_baseline' or 'patch_classifier', got {self.type!r}")
-        if self.type == "patch_classifier":
-            if not self.num_keypoints:
-                raise ValueError("model.type patch_classifier needs model.num_keypoints")
-            if self.vision_model_type not in PATCH_CLASSIFIER_TOWERS:
-                raise ValueError(f"model.vision_model_type must be one of {PATCH_CLASSIFIER_TOWERS}, "
-                                 f"got {self.vision_model_type!r}")
-            return
-        if self.type == "clip_baseline":
-            clip_path = self.clip_baseline.get("clip_model_name_or_path")
-            if self.size is None and not clip_path:
-                raise ValueError("model.size may only be null with model.clip_baseline.clip_model_name_or_path")
-            if self.tokenizer is None and not clip_path:
-                raise ValueError("model.tokenizer is needed without a clip_model_name_or_path (use 'char' for tiny models)")
-            return
-        bases_named = bool(self.vision_model_name_or_path and self.text_model_name_or_path)
-        if self.size is None and not (bases_named or self.init_from):
-            raise ValueError("model.size may only be null when both base paths are given, or with model.init_from "
-                             "(whose architecture is then used)")
-        if self.tokenizer is None and not (self.text_model_name_or_path or (self.size is None and self.init_from)):
-            raise ValueError("model.tokenizer is needed without a text_model_name_or_path (use 'char' for tiny models)")
-        if self.text_num_layers is not None and (not self.text_model_name_or_path or self.text_num_layers < 1):
-            raise ValueError("model.text_num_layers keeps the first N >= 1 layers of a text_model_name_or_path; "
-                             "a random LM's depth is model.text.num_hidden_layers")
+        if self.type not in _MODEL_TYPES:
+            *names, last = map(repr, _MODEL_TYPES)
+            raise ValueError(f"model.type must be {', '.join(names)} or {last}, got {self.type!r}")
+        _MODEL_TYPES[self.type].check_model(self)
 
 
 @dataclass
@@ -243,9 +220,7 @@ class TrainConfig:
             raise ValueError(f"stage 1 trains on captions only; the config names datasets {sorted(dataset_types)}")
         if self.optim.stage == 2 and "captions" in dataset_types:
             raise ValueError("stage 2 trains on keypoint conversations; remove the captions dataset")
-        if self.logging.first_decimal and (self.model.type != "locllm" or self.prompt.coordinates != "decimal"):
-            raise ValueError("logging.first_decimal reads decimal answers: it needs model.type locllm and "
-                             "prompt.coordinates decimal")
+        _MODEL_TYPES[self.model.type].check_config(self)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,14 +1,17 @@
-"""What each ``model.type`` brings to the one training loop: a builder, a collator and a loss.
+"""What each ``model.type`` brings to the one training loop: its config checks, a builder, a collator and a loss.
 
     MODEL_TYPES = {"locllm": ModelType(...), "clip_baseline": ModelType(...), ...}
 
-A builder returns ``(model, processor)``: fresh from the config, or the checkpoint ``resume`` being
-continued; the processor (tokenizer, prompts, codec, crop geometry) is saved with every checkpoint, and
-None for a model that needs none beyond its config. A collator turns the loader's ``(epoch, index, sample)`` items into the model's keyword
+A row's checks say which configs the type accepts: ``check_model`` runs on the model section as it
+is read, ``check_config`` on the whole config (both raise ValueError). A builder returns
+``(model, processor)``: fresh from the config, or the checkpoint ``resume`` being continued; the
+processor (tokenizer, prompts, codec, crop geometry) is saved with every checkpoint, and None for a
+model that needs none beyond its config. A collator turns the loader's ``(epoch, index, sample)`` items into the model's keyword
 arguments. ``supervised(batch)`` counts what one micro-batch supervises (answer tokens, heatmap
 queries, keypoints): the loop divides every micro-batch's summed loss by the count of the whole global
 batch, so the step is the same however the batch is split over processes and micro-batches. A new
-model type is one more entry in ``MODEL_TYPES``.
+model type is one more entry in ``MODEL_TYPES`` (and its files under ``models/`` and its Localizer strategy:
+the README's "Layout").
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from transformers import AutoTokenizer, CLIPVisionConfig, Dinov2Config
 
 from ..codecs import DecimalCodec, LocationTokenCodec, build_codec
 from ..models import LocLLMConfig, LocLLMForKeypointLocalization
-from ..models.clip_baseline import CLIPBaselineForKeypointHeatmaps, clip_baseline_config
+from ..models.configuration_clip_baseline import clip_baseline_config
 from ..models.gguf import resolve_base_path
 from ..models.modeling_base import TRAINED_WEIGHTS, read_checkpoint_tensors
-from ..models.processing_locllm import CLIPBaselineProcessor, LocLLMImageProcessor, LocLLMProcessor
+from ..models.modeling_clip_baseline import CLIPBaselineForKeypointHeatmaps
+from ..models.processing_clip_baseline import CLIPBaselineProcessor
+from ..models.processing_locllm import LocLLMImageProcessor, LocLLMProcessor
 from ..models.tiny import locllm_config
 from ..models.vision import build_vision_tower
 from ..prompts import IGNORE_INDEX, PromptStyle, build_char_tokenizer
@@ -34,7 +39,7 @@ from ..prompts.grammar import answer_choices, build_answer_grammar
 from .checkpoint import latest_checkpoint
 from .clip_baseline_collator import CLIPBaselineCollator
 from .collator import TrainingCollator
-from .config import TrainConfig
+from .config import ModelConfig, TrainConfig, register_model_types
 from .first_decimal import FirstDecimalMonitor
 from .vision_pretrain import PatchClassifier, PatchCollator, build_demo_tower, patch_loss, tower_weights
 
@@ -51,9 +56,41 @@ class ModelType:
     # (and, for logging.first_decimal, .logits those of the positions the loss supervised)
     forward: Callable[[torch.nn.Module, dict, torch.Tensor], object] = (
         lambda model, batch, num_items: model(**batch, num_items_in_batch=num_items))
+    check_model: Callable[[ModelConfig], None] = lambda model: None  # the model section, when it is read
+    check_config: Callable[[TrainConfig], None] = lambda config: None  # the whole config, once it is read
+
+
+FIRST_DECIMAL_NEEDS = ("logging.first_decimal reads decimal answers: it needs model.type locllm and "
+                       "prompt.coordinates decimal")
+
+
+def no_first_decimal(config: TrainConfig) -> None:
+    """``check_config`` of a type whose answers are not text: logging.first_decimal is LocLLM's."""
+    if config.logging.first_decimal:
+        raise ValueError(FIRST_DECIMAL_NEEDS)
 
 
 # ---------------------------------------------------------------------------- locllm
+
+
+def check_locllm_model(m: ModelConfig) -> None:
+    """``model.type: locllm``: bases either random-initialized from a named ``size`` of :mod:`locllm.models.tiny`
+    (``vision`` / ``text`` override fields of its Dinov2 / Llama configs) or loaded from ``*_name_or_path``;
+    a path replaces the ``size``'s config of that part."""
+    bases_named = bool(m.vision_model_name_or_path and m.text_model_name_or_path)
+    if m.size is None and not (bases_named or m.init_from):
+        raise ValueError("model.size may only be null when both base paths are given, or with model.init_from "
+                         "(whose architecture is then used)")
+    if m.tokenizer is None and not (m.text_model_name_or_path or (m.size is None and m.init_from)):
+        raise ValueError("model.tokenizer is needed without a text_model_name_or_path (use 'char' for tiny models)")
+    if m.text_num_layers is not None and (not m.text_model_name_or_path or m.text_num_layers < 1):
+        raise ValueError("model.text_num_layers keeps the first N >= 1 layers of a text_model_name_or_path; "
+                         "a random LM's depth is model.text.num_hidden_layers")
+
+
+def check_locllm_config(config: TrainConfig) -> None:
+    if config.logging.first_decimal and config.prompt.coordinates != "decimal":
+        raise ValueError(FIRST_DECIMAL_NEEDS)
 
 
 def build_prompt_style(config: TrainConfig) -> PromptStyle:
@@ -85,6 +122,15 @@ def answer_codec(config: TrainConfig) -> DecimalCodec | LocationTokenCodec:
     return build_codec(spec)
 
 
+# The model section's fields LocLLMConfig has under the same names. They are set on the config its size, base
+# paths or starting checkpoint describe (not passed to LocLLMConfig(...), so the section's null keeps that
+# config's value); the base paths are read with ``or`` (an empty one keeps it too), and stage 1 turns the
+# training switches off.
+TRAINING_SWITCHES = ("lora_vision", "lora_text", "train_vision_base", "train_text_base")
+LOCLLM_SHARED_FIELDS = ("image_size", "text_num_layers", "projector_type", "lora_r", "lora_alpha", "lora_dropout",
+                        "vision_lora_targets", "text_lora_targets", *TRAINING_SWITCHES)
+
+
 def build_model_config(config: TrainConfig, tokenizer, style: PromptStyle) -> LocLLMConfig:
     """The LocLLMConfig the config's model section describes (bases not loaded yet)."""
     m = config.model
@@ -102,20 +148,13 @@ def build_model_config(config: TrainConfig, tokenizer, style: PromptStyle) -> Lo
                                     image_size=start.image_size, image_mean=start.image_mean, image_std=start.image_std,
                                     image_token_id=image_token_id)
     override_towers(model_config.vision_config, model_config.text_config, config)
-    if m.image_size is not None:
-        model_config.image_size = m.image_size
-    stage1 = config.optim.stage == 1
+    set_shared_fields(model_config, m, LOCLLM_SHARED_FIELDS)
     model_config.vision_model_name_or_path = m.vision_model_name_or_path or model_config.vision_model_name_or_path
     model_config.text_model_name_or_path = m.text_model_name_or_path or model_config.text_model_name_or_path
-    model_config.text_num_layers = m.text_num_layers or model_config.text_num_layers
+    if config.optim.stage == 1:  # the projector alone trains
+        for key in TRAINING_SWITCHES:
+            setattr(model_config, key, False)
     model_config.image_token = style.image_token
-    model_config.projector_type = m.projector_type
-    model_config.lora_vision = m.lora_vision and not stage1
-    model_config.lora_text = m.lora_text and not stage1
-    model_config.train_vision_base = m.train_vision_base and not stage1
-    model_config.train_text_base = m.train_text_base and not stage1
-    model_config.lora_r, model_config.lora_alpha, model_config.lora_dropout = m.lora_r, m.lora_alpha, m.lora_dropout
-    model_config.vision_lora_targets, model_config.text_lora_targets = m.vision_lora_targets, m.text_lora_targets
     model_config.prompt_style = style.to_dict()
     model_config.coordinate_ndim = config.prompt.ndim
     model_config.coordinate_codec = answer_codec(config).to_dict()  # inference reads answers the same way
@@ -124,11 +163,24 @@ def build_model_config(config: TrainConfig, tokenizer, style: PromptStyle) -> Lo
 
 def override_towers(vision_config, text_config, config: TrainConfig) -> None:
     """Set the model section's ``vision`` / ``text`` fields on the two towers' configs (unknown ones are errors)."""
-    for sub_config, overrides in ((vision_config, config.model.vision), (text_config, config.model.text)):
-        for key, value in overrides.items():
-            if not hasattr(sub_config, key):
-                raise ValueError(f"model: {type(sub_config).__name__} has no field {key!r}")
-            setattr(sub_config, key, value)
+    set_known_fields(vision_config, config.model.vision, "model")
+    set_known_fields(text_config, config.model.text, "model")
+
+
+def set_known_fields(target, values: dict, where: str) -> None:
+    """Set ``values`` on the config ``target``; a key it has no field for is an error naming ``where``."""
+    for key, value in values.items():
+        if not hasattr(target, key):
+            raise ValueError(f"{where}: {type(target).__name__} has no field {key!r}")
+        setattr(target, key, value)
+
+
+def set_shared_fields(model_config, m: ModelConfig, names: tuple[str, ...]) -> None:
+    """Set the model section's fields ``names`` on the model config, which has them under the same names;
+    one the section leaves null keeps the model config's value."""
+    for key in names:
+        if getattr(m, key) is not None:
+            setattr(model_config, key, getattr(m, key))
 
 
 def build_model(config: TrainConfig, model_config: LocLLMConfig, base_dtype: torch.dtype | None):
@@ -235,7 +287,21 @@ def answer_tokens_supervised(batch: dict) -> int:
 # ---------------------------------------------------------------------------- clip_baseline
 
 
-# Set by the model section's own fields; model.clip_baseline holds only what the baseline alone has.
+def check_clip_baseline_model(m: ModelConfig) -> None:
+    """``model.type: clip_baseline``: the paper's CLIP baseline (:mod:`locllm.models.modeling_clip_baseline`).
+    ``size`` (tiny | paper), ``tokenizer``, ``vision`` / ``text`` (fields of its two CLIP towers),
+    ``image_size``, the LoRA fields and ``train_*_base`` (the image / text tower) mean what they mean for
+    LocLLM; ``clip_baseline`` holds its own fields (``clip_model_name_or_path``, the head, the text
+    template), and each sample is asked about ``prompt.max_rounds`` of its visible keypoints."""
+    clip_path = m.clip_baseline.get("clip_model_name_or_path")
+    if m.size is None and not clip_path:
+        raise ValueError("model.size may only be null with model.clip_baseline.clip_model_name_or_path")
+    if m.tokenizer is None and not clip_path:
+        raise ValueError("model.tokenizer is needed without a clip_model_name_or_path (use 'char' for tiny models)")
+
+
+# The model section's fields CLIPBaselineConfig has under the same names; model.clip_baseline holds only what
+# the baseline alone has (its other CLIPBaselineConfig fields).
 CLIP_BASELINE_SHARED_FIELDS = ("image_size", "lora_vision", "lora_text", "lora_r", "lora_alpha", "lora_dropout",
                                "train_vision_base", "train_text_base")
 
@@ -258,13 +324,8 @@ def build_clip_baseline(config: TrainConfig, resume: str | Path | None,
     model_config = clip_baseline_config(m.size or "paper", tokenizer=tokenizer)  # a path replaces these towers
     towers = model_config.clip_config
     override_towers(towers.vision_config, towers.text_config, config)
-    for key in CLIP_BASELINE_SHARED_FIELDS:
-        if getattr(m, key) is not None:
-            setattr(model_config, key, getattr(m, key))
-    for key, value in m.clip_baseline.items():
-        if not hasattr(model_config, key):
-            raise ValueError(f"model.clip_baseline: CLIPBaselineConfig has no field {key!r}")
-        setattr(model_config, key, value)
+    set_shared_fields(model_config, m, CLIP_BASELINE_SHARED_FIELDS)
+    set_known_fields(model_config, m.clip_baseline, "model.clip_baseline")
     model_config.check_geometry()
     torch.manual_seed(config.seed)  # random towers and head are the same in every process
     model = CLIPBaselineForKeypointHeatmaps.from_bases(model_config, dtype=base_dtype)
@@ -277,6 +338,22 @@ def clip_baseline_collator(config: TrainConfig, model: CLIPBaselineForKeypointHe
 
 
 # ---------------------------------------------------------------------------- patch_classifier
+
+
+PATCH_CLASSIFIER_TOWERS = ("dinov2", "clip_vision_model")
+
+
+def check_patch_classifier_model(m: ModelConfig) -> None:
+    """``model.type: patch_classifier`` pre-trains a vision tower alone (:mod:`locllm.training.vision_pretrain`):
+    a random tower of ``vision_model_type`` (Dinov2 by default, its position table started as a sin-cos grid;
+    or a CLIP image tower) with the ``vision`` fields (``patch_size``, ``hidden_size``, ...) and a linear
+    head scoring each of ``num_keypoints`` keypoints over the patches. A LocLLM run starts its tower
+    from such a run with ``vision_tower_from``."""
+    if not m.num_keypoints:
+        raise ValueError("model.type patch_classifier needs model.num_keypoints")
+    if m.vision_model_type not in PATCH_CLASSIFIER_TOWERS:
+        raise ValueError(f"model.vision_model_type must be one of {PATCH_CLASSIFIER_TOWERS}, "
+                         f"got {m.vision_model_type!r}")
 
 
 def build_patch_classifier(config: TrainConfig, resume: Path | None, base_dtype: torch.dtype | None):
@@ -307,9 +384,13 @@ MODEL_TYPES = {
     "locllm": ModelType(build_locllm, locllm_collator,
                         supervised=answer_tokens_supervised,
                         forward=lambda model, batch, num_items: model(**batch, num_items_in_batch=num_items,
-                                                                      supervised_logits_only=True)),
+                                                                      supervised_logits_only=True),
+                        check_model=check_locllm_model, check_config=check_locllm_config),
     "clip_baseline": ModelType(build_clip_baseline, clip_baseline_collator,
-                               supervised=lambda batch: int(batch["target_weights"].sum())),
+                               supervised=lambda batch: int(batch["target_weights"].sum()),
+                               check_model=check_clip_baseline_model, check_config=no_first_decimal),
     "patch_classifier": ModelType(build_patch_classifier, patch_classifier_collator, forward=patch_loss,
-                                  supervised=lambda batch: int(batch["mask"].sum())),
+                                  supervised=lambda batch: int(batch["mask"].sum()),
+                                  check_model=check_patch_classifier_model, check_config=no_first_decimal),
 }
+register_model_types(MODEL_TYPES)

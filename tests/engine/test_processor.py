@@ -12,10 +12,10 @@ from locllm.codecs import DecimalCodec, LocationTokenCodec
 from locllm.engine import Localizer
 from locllm.engine.localizer import strategy
 from locllm.models import LocLLMConfig
-from locllm.models.clip_baseline import clip_baseline_config
+from locllm.models.configuration_clip_baseline import clip_baseline_config
+from locllm.models.processing_clip_baseline import CLIPBaselineProcessor
 from locllm.models.processing_locllm import (
     PROCESSOR_FILE,
-    CLIPBaselineProcessor,
     LocLLMImageProcessor,
     LocLLMProcessor,
 )

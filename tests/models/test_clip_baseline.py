@@ -14,12 +14,10 @@ from locllm.data.augment import NO_AUGMENTATION
 from locllm.data.datasets import CocoKeypointDataset
 from locllm.engine import HeatmapAnswerer, Localizer
 from locllm.keypoints import COCO_KEYPOINTS, PAPER_HELD_OUT
-from locllm.models.clip_baseline import (
-    CLIPBaselineForKeypointHeatmaps,
-    clip_baseline_config,
-)
+from locllm.models.configuration_clip_baseline import clip_baseline_config
 from locllm.models.modeling_base import BASE_WEIGHTS, TRAINED_WEIGHTS
-from locllm.models.processing_locllm import CLIPBaselineProcessor
+from locllm.models.modeling_clip_baseline import CLIPBaselineForKeypointHeatmaps
+from locllm.models.processing_clip_baseline import CLIPBaselineProcessor
 from locllm.prompts import build_char_tokenizer
 from locllm.training import checkpoint as ckpt
 from locllm.training import trainer

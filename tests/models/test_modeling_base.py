@@ -17,7 +17,7 @@ from locllm.models import (
     LocLLMConfig,
     LocLLMForKeypointLocalization,
 )
-from locllm.models.clip_baseline import clip_baseline_config
+from locllm.models.configuration_clip_baseline import clip_baseline_config
 from locllm.models.tiny import locllm_config
 
 DEMO = Path(locllm.__file__).parent / "assets" / "demo"

@@ -4,8 +4,8 @@ import pytest
 from locllm.data.augment import NO_AUGMENTATION
 from locllm.data.datasets import CocoKeypointDataset
 from locllm.keypoints import COCO_KEYPOINTS, PAPER_HELD_OUT
-from locllm.models.clip_baseline import clip_baseline_config
-from locllm.models.processing_locllm import CLIPBaselineProcessor
+from locllm.models.configuration_clip_baseline import clip_baseline_config
+from locllm.models.processing_clip_baseline import CLIPBaselineProcessor
 from locllm.prompts import build_char_tokenizer
 from locllm.training.clip_baseline_collator import CLIPBaselineCollator
 
