@@ -16,7 +16,7 @@ from locllm.cli import main
 from locllm.engine import Localizer
 from locllm.engine.calibration import CALIBRATION_FILE, Calibration
 from locllm.engine.refinement import DecodingOptions
-from locllm.models.clip_baseline import clip_baseline_config
+from locllm.models.configuration_clip_baseline import clip_baseline_config
 from locllm.models.modeling_base import checkpoint_weights_sha256
 
 QUIET = ["--no-progress", "--device", "cpu"]
