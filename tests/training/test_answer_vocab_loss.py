@@ -8,9 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from locllm.codecs import DecimalCodec
-from locllm.data.datasets import PoseSample
 from locllm.engine import Localizer
-from locllm.keypoints import COCO_KEYPOINTS
 from locllm.models import LocLLMForKeypointLocalization
 from locllm.models.processing_locllm import LocLLMImageProcessor, LocLLMProcessor
 from locllm.models.tiny import locllm_config
@@ -28,21 +26,6 @@ def _processor(decimals: int) -> LocLLMProcessor:
                            DecimalCodec(decimals=decimals), num_image_tokens=16)
 
 
-def _samples(count: int) -> list[tuple[int, int, PoseSample]]:
-    items = []
-    for seed in range(count):
-        rng = np.random.default_rng(seed)
-        joints = np.zeros((17, 3), dtype=np.float32)
-        joints[:, :2] = rng.uniform(0, SIZE, size=(17, 2))
-        visible = np.ones(17, dtype=bool)
-        items.append((0, seed, PoseSample(
-            image=rng.integers(0, 256, size=(SIZE, SIZE, 3), dtype=np.uint8), joints=joints, visible=visible,
-            labelled=visible.copy(), keypoints=COCO_KEYPOINTS, has_depth=False,
-            center=np.array([28.0, 28.0], dtype=np.float32), scale=np.array([0.28, 0.28], dtype=np.float32),
-            rotation=0.0, pixel_std=200.0, flipped=False, image_size=(SIZE, SIZE), image_id=seed)))
-    return items
-
-
 def _tiny_model(processor: LocLLMProcessor) -> LocLLMForKeypointLocalization:
     builder = processor.builder
     config = locllm_config("tiny", vocab_size=max(len(processor.tokenizer), builder.image_token_id + 1),
@@ -52,11 +35,11 @@ def _tiny_model(processor: LocLLMProcessor) -> LocLLMForKeypointLocalization:
 
 
 @pytest.mark.parametrize("decimals", [2, 3])
-def test_choices_are_the_value_digits_after_the_point(decimals):
+def test_choices_are_the_value_digits_after_the_point(decimals, pose_samples):
     processor = _processor(decimals)
     choices = answer_choices(build_answer_grammar(processor.builder, processor.codec))
     collator = TrainingCollator(processor, max_rounds=4, answer_choices=choices)
-    batch = collator(_samples(2))
+    batch = collator(pose_samples(2))
     chosen = batch["labels"][:, 1:][batch["answer_choice_mask"]]
     assert batch["answer_choice_mask"].sum(dim=1).tolist() == [4 * 2 * decimals] * 2  # rounds x values x digits
     assert set(processor.tokenizer.convert_ids_to_tokens(chosen.tolist())) <= set("0123456789")
@@ -66,10 +49,10 @@ def test_choices_are_the_value_digits_after_the_point(decimals):
 
 
 @pytest.mark.parametrize("decimals", [2, 3])
-def test_answer_vocab_loss_is_the_full_logits_restricted_to_the_allowed_tokens(decimals):
+def test_answer_vocab_loss_is_the_full_logits_restricted_to_the_allowed_tokens(decimals, pose_samples):
     processor = _processor(decimals)
     choices = answer_choices(build_answer_grammar(processor.builder, processor.codec))
-    batch = TrainingCollator(processor, max_rounds=3, answer_choices=choices)(_samples(3))
+    batch = TrainingCollator(processor, max_rounds=3, answer_choices=choices)(pose_samples(3))
     model = _tiny_model(processor)
     with torch.no_grad():
         loss = model(**batch, supervised_logits_only=True).loss
@@ -85,9 +68,9 @@ def test_answer_vocab_loss_is_the_full_logits_restricted_to_the_allowed_tokens(d
     assert loss < whole_vocabulary  # a softmax over 10 digits, not the vocabulary: not the same number
 
 
-def test_without_choices_the_loss_is_the_papers():
+def test_without_choices_the_loss_is_the_papers(pose_samples):
     processor = _processor(3)
-    batch = TrainingCollator(processor, max_rounds=3)(_samples(2))
+    batch = TrainingCollator(processor, max_rounds=3)(pose_samples(2))
     assert "answer_choice_mask" not in batch
     model = _tiny_model(processor)
     with torch.no_grad():

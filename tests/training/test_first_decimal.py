@@ -4,12 +4,10 @@ the image-blind value it is logged against."""
 import math
 import re
 
-import numpy as np
 import pytest
 import torch
 
 from locllm.codecs import DecimalCodec
-from locllm.data.datasets import PoseSample
 from locllm.keypoints import COCO_KEYPOINTS
 from locllm.models import LocLLMForKeypointLocalization
 from locllm.models.processing_locllm import LocLLMImageProcessor, LocLLMProcessor
@@ -35,25 +33,11 @@ def _monitor(processor: LocLLMProcessor) -> FirstDecimalMonitor:
                                processor.codec.ndim)
 
 
-def _samples(count: int, has_depth: bool = False) -> list[tuple[int, int, PoseSample]]:
-    items = []
-    for seed in range(count):
-        rng = np.random.default_rng(seed)
-        joints = rng.uniform(0, SIZE, size=(17, 3)).astype(np.float32)
-        visible = np.ones(17, dtype=bool)
-        items.append((0, seed, PoseSample(
-            image=rng.integers(0, 256, size=(SIZE, SIZE, 3), dtype=np.uint8), joints=joints, visible=visible,
-            labelled=visible.copy(), keypoints=COCO_KEYPOINTS, has_depth=has_depth,
-            center=np.array([28.0, 28.0], dtype=np.float32), scale=np.array([0.28, 0.28], dtype=np.float32),
-            rotation=0.0, pixel_std=200.0, flipped=False, image_size=(SIZE, SIZE), image_id=seed)))
-    return items
-
-
 @pytest.mark.parametrize("ndim", [2, 3])
-def test_groups_mark_each_coordinates_first_decimal_with_its_keypoint_and_axis(ndim):
+def test_groups_mark_each_coordinates_first_decimal_with_its_keypoint_and_axis(ndim, pose_samples):
     processor = _processor(ndim)
     collator = TrainingCollator(processor, max_rounds=3, first_decimal=_monitor(processor))
-    batch = collator(_samples(2, has_depth=True))
+    batch = collator(pose_samples(2, has_depth=True))
     tokenizer = processor.tokenizer
     for row in range(2):
         ids, groups = batch["input_ids"][row], batch["first_decimal_group"][row]
@@ -68,10 +52,10 @@ def test_groups_mark_each_coordinates_first_decimal_with_its_keypoint_and_axis(n
         assert tokenizer.convert_ids_to_tokens(batch["labels"][row, marked + 1].tolist()) == firsts
 
 
-def test_unsupervised_depth_is_not_counted():
+def test_unsupervised_depth_is_not_counted(pose_samples):
     processor = _processor(3)
     collator = TrainingCollator(processor, max_rounds=2, first_decimal=_monitor(processor))
-    groups = collator(_samples(1, has_depth=False))["first_decimal_group"][0]  # depth unknown: a filler
+    groups = collator(pose_samples(1, has_depth=False))["first_decimal_group"][0]  # depth unknown: a filler
     axes = groups[groups != NOT_A_FIRST_DECIMAL] % 3
     assert axes.tolist() == [0, 1, 0, 1]
 
@@ -92,11 +76,11 @@ def test_record_scores_the_model_and_the_image_blind_frequencies():
     assert math.isnan(monitor.report()["first_decimal_loss"])  # nothing since the last report
 
 
-def test_record_under_the_answer_vocabulary_loss_reads_the_choice_columns():
+def test_record_under_the_answer_vocabulary_loss_reads_the_choice_columns(pose_samples):
     processor = _processor()
     choices = answer_choices(build_answer_grammar(processor.builder, processor.codec))
     monitor = _monitor(processor)
-    batch = TrainingCollator(processor, max_rounds=2, answer_choices=choices, first_decimal=monitor)(_samples(2))
+    batch = TrainingCollator(processor, max_rounds=2, answer_choices=choices, first_decimal=monitor)(pose_samples(2))
     config = locllm_config("tiny", vocab_size=max(len(processor.tokenizer), processor.builder.image_token_id + 1),
                            image_token_id=processor.builder.image_token_id)
     torch.manual_seed(0)
