@@ -1,8 +1,9 @@
 """A test of the premise, labelled as such: does a pretrained LLM's reading of a keypoint's words tell a
 localizer where a keypoint it was never trained on lies, more than a random network's reading of the same words?
 
-    nice -n 10 python benchmarks/novel_keypoints_premise.py --out runs/novel_premise --publish
-    # ~5 min data, ~8 min tower, ~1 min prompt vectors, both arms side by side (one thread each), ~3 min scoring
+    python benchmarks/novel_keypoints_premise.py --out runs/novel_premise --tower-steps 600 --steps 2000 --publish
+    # on 2 quiet cores: ~5 min data, ~8 min tower, ~1 min prompt vectors, both arms side by side (one thread
+    # each, ~4.5 steps/s), ~6 min scoring
 
 Not the paper's experiment (``novel_keypoints_smollm2.py`` is; its CPU pilot missed its gate, see the README):
 here the language model only reads each keypoint's words, once, and the localizer that answers is demo-sized.
