@@ -40,6 +40,7 @@ class FirstDecimalMonitor:
     def __init__(self, unit_ids: dict[str, int], eos_token_id: int, keypoint_names: Sequence[str], ndim: int):
         self.point_id, self.eos_token_id = unit_ids["."], eos_token_id
         self.digit_ids = torch.tensor([unit_ids[d] for d in "0123456789"])
+        self._digit_set = set(self.digit_ids.tolist())  # what groups() asks once per token
         self.keypoint_ids = {name: i for i, name in enumerate(keypoint_names)}
         self.ndim = ndim
         self.counts = torch.zeros(len(keypoint_names) * ndim, 10)
@@ -50,7 +51,6 @@ class FirstDecimalMonitor:
         (keypoint index x ndim + axis) whose first decimal label t + 1 is, else ``NOT_A_FIRST_DECIMAL``. A
         round ends at its EOS label; the axes are its supervised decimal points in turn (a 3D answer's
         unsupervised depth is not counted)."""
-        digits = set(self.digit_ids.tolist())
         found = [NOT_A_FIRST_DECIMAL] * (len(input_ids) - 1)
         round_index, axis = 0, 0
         for t in range(len(input_ids) - 1):
@@ -58,7 +58,7 @@ class FirstDecimalMonitor:
                 round_index, axis = round_index + 1, 0
             elif input_ids[t] == self.point_id and labels[t] != IGNORE_INDEX and round_index < len(asked):
                 keypoint = self.keypoint_ids.get(asked[round_index])
-                if keypoint is not None and axis < self.ndim and labels[t + 1] in digits:
+                if keypoint is not None and axis < self.ndim and labels[t + 1] in self._digit_set:
                     found[t] = keypoint * self.ndim + axis
                 axis += 1
         return found

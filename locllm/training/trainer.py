@@ -317,18 +317,16 @@ class StepLog:
         self.progress.set_postfix(loss=f"{scalars['loss']:.4f}", lr=f"{scalars['lr']:.2e}",
                                   samples_s=f"{scalars['samples_per_second']:.1f}")
         reporting = global_step % self.every_steps == 0 or global_step == self.total_steps
+        first = ""
         if first_decimal is not None and reporting:
             scalars.update(first_decimal.report())
+            first = (f"first decimal {scalars['first_decimal_loss']:.4f} "
+                     f"(image-blind {scalars['first_decimal_loss_image_blind']:.4f})")
         if self.log_lines and reporting:
-            first = ""
-            if first_decimal is not None:
-                first = (f", first decimal {scalars['first_decimal_loss']:.4f} "
-                         f"(image-blind {scalars['first_decimal_loss_image_blind']:.4f})")
             logger.info("step %d/%d: loss %.4f, lr %.2e, %.2f samples/s%s", global_step, self.total_steps,
-                        scalars["loss"], scalars["lr"], scalars["samples_per_second"], first)
-        elif first_decimal is not None and reporting and not self.progress.disable:
-            self.progress.write(f"step {global_step}: first decimal {scalars['first_decimal_loss']:.4f} nats "
-                                f"(image-blind {scalars['first_decimal_loss_image_blind']:.4f})")
+                        scalars["loss"], scalars["lr"], scalars["samples_per_second"], first and f", {first}")
+        elif first and not self.progress.disable:
+            self.progress.write(f"step {global_step}: {first}")
         if self.writer is not None and global_step % self.every_steps == 0:
             for name, value in scalars.items():
                 self.writer.add_scalar(f"train/{name}", value, global_step)
