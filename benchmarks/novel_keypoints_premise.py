@@ -39,7 +39,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -211,12 +210,12 @@ def answers_for(model: VectorLocalizer, features: torch.Tensor, vectors: torch.T
 # -------------------------------------------------------------------------------------- training
 
 
-def train_arm(out: Path, arm: str, steps: int) -> None:
+def train_arm(out: Path, arm: str, args) -> None:
     """One arm's localizer, trained on the seen types; its weights, learning curve and speed into ``out``."""
     torch.set_num_threads(1)
-    train, val = (experiment.crops_with_parts(out, n, seed) for n, seed in
-                  ((int(os.environ["PREMISE_TRAIN"]), experiment.TRAIN_SEED),
-                   (int(os.environ["PREMISE_VAL"]), experiment.VAL_SEED)))
+    steps = args.steps
+    train = experiment.crops_with_parts(out, args.train, experiment.TRAIN_SEED)
+    val = experiment.crops_with_parts(out, args.val, experiment.VAL_SEED)
     features = load_file(out / "features.safetensors")
     vectors, _ = prompt_vectors(out, arm)
     torch.manual_seed(0)
@@ -255,18 +254,12 @@ def train_arm(out: Path, arm: str, steps: int) -> None:
 
 
 def train_side_by_side(out: Path, args) -> None:
-    running = {}
-    for arm in ARMS:
-        if (out / f"train_{arm}.json").is_file():
-            continue
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PREMISE_TRAIN": str(args.train),
-               "PREMISE_VAL": str(args.val)}
-        log = (out / f"train_{arm}.log").open("w")
-        running[arm] = subprocess.Popen([sys.executable, __file__, "--out", str(out), "--train-arm", arm,
-                                         "--steps", str(args.steps)], env=env, stdout=log, stderr=subprocess.STDOUT)
-    for arm, process in running.items():
-        if process.wait():
-            raise SystemExit(f"arm {arm} failed: see {out / f'train_{arm}.log'}")
+    """Train the arms not trained yet, side by side, one thread each (this script's ``--train-arm``)."""
+    arms = [arm for arm in ARMS if not (out / f"train_{arm}.json").is_file()]
+    experiment.one_thread_each(
+        {arm: [sys.executable, str(Path(__file__).resolve()), "--out", str(out), "--train-arm", arm, "--steps", str(args.steps),
+               "--train", str(args.train), "--val", str(args.val)] for arm in arms},
+        {arm: out / f"train_{arm}.log" for arm in arms})
 
 
 # --------------------------------------------------------------------------------------- scoring
@@ -349,7 +342,7 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out.resolve()
     if args.train_arm:
-        train_arm(out, args.train_arm, args.steps)
+        train_arm(out, args.train_arm, args)
         return
     print(CRITERIA, flush=True)
     out.mkdir(parents=True, exist_ok=True)

@@ -273,21 +273,27 @@ def arm_config(arm: str, out: Path, tower: Path, args) -> dict:
 def train_side_by_side(out: Path, configs: dict[str, dict]) -> dict[str, dict]:
     """``locllm train`` each config not trained yet (``arm_<name>.yaml`` in ``out``), side by side, one thread
     each; their ``--json`` summaries by name."""
-    running = {}
+    commands = {}
     for name, config in configs.items():
         summary = out / f"arm_{name}.train.json"
         if summary.is_file():
             continue
         config_file = out / f"arm_{name}.yaml"
         config_file.write_text(yaml.safe_dump(config))
-        log = (out / f"arm_{name}.log").open("w")
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        running[name] = subprocess.Popen([sys.executable, "-m", "locllm", "train", str(config_file), "--json",
-                                          str(summary)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        commands[name] = [sys.executable, "-m", "locllm", "train", str(config_file), "--json", str(summary)]
+    one_thread_each(commands, {name: out / f"arm_{name}.log" for name in commands})
+    return {name: json.loads((out / f"arm_{name}.train.json").read_text()) for name in configs}
+
+
+def one_thread_each(commands: dict[str, list[str]], logs: dict[str, Path]) -> None:
+    """Run the arms' commands side by side from the repository, one CPU thread each, each into its log; stop
+    naming the log of an arm that fails."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    running = {name: subprocess.Popen(command, cwd=REPO, env=env, stdout=logs[name].open("w"),
+                                      stderr=subprocess.STDOUT) for name, command in commands.items()}
     for name, process in running.items():
         if process.wait():
-            raise SystemExit(f"arm {name} failed: see {out / f'arm_{name}.log'}")
-    return {name: json.loads((out / f"arm_{name}.train.json").read_text()) for name in configs}
+            raise SystemExit(f"arm {name} failed: see {logs[name]}")
 
 
 def train_arms(out: Path, tower: Path, args) -> dict[str, dict]:
