@@ -35,7 +35,7 @@ from ..models import LocLLMConfig
 from ..models.configuration_clip_baseline import CLIPBaselineConfig
 from ..models.hub import HUB_KWARGS, resolve_pretrained
 from ..models.processing_clip_baseline import CLIPBaselineProcessor
-from ..models.processing_locllm import LocLLMProcessor
+from ..models.processing_locllm import CropRegions, LocLLMProcessor
 from .calibration import Calibration
 from .detection import Detections, PersonDetector
 from .heatmap_answerer import HeatmapAnswerer
@@ -274,7 +274,7 @@ class Localizer:
             raise ValueError(f"got {len(images)} images but {len(boxes)} box lists")
         kp_set = self.keypoint_set(keypoints)
         results: list[list[PersonKeypoints | None]] = []
-        crops, where = [], []  # one crop per usable person, and its (image, person) place in results
+        person_boxes, crops, where = [], [], []  # per usable person: its box, crop, (image, person) place
         for i, (image, image_boxes) in enumerate(zip(images, boxes, strict=True)):
             pixels = self.load_image(image)
             height, width = pixels.shape[:2]
@@ -291,24 +291,22 @@ class Localizer:
                 else:
                     usable.append(j)
             if usable:
-                crops.append((image_boxes[usable], self.processor.image_processor.crop_persons(pixels, image_boxes[usable])))
+                person_boxes.append(image_boxes[usable])
+                crops.append(self.processor(pixels, image_boxes[usable]))
                 where += [(i, j) for j in usable]
         if not where:
             return results
-        person_boxes = np.concatenate([b for b, _ in crops])
-        pixel_values = torch.cat([c.pixel_values for _, c in crops])
-        centers = np.concatenate([c.centers for _, c in crops])
-        scales = np.concatenate([c.scales for _, c in crops])
+        person_boxes = np.concatenate(person_boxes)
+        pixel_values = torch.cat([c.pixel_values for c in crops])
+        regions = CropRegions.concatenate([c.regions for c in crops])
         unreadable = frozenset(self.unreadable_keypoints(kp_set))
         for start in range(0, len(where), self.persons_per_batch):
             chunk = slice(start, start + self.persons_per_batch)
             normalized, scores, valid, texts = self._answer_crops(pixel_values[chunk], kp_set, mode, unreadable)
+            keypoints = self.processor.post_process(normalized, regions[chunk])
             for p, (i, j) in enumerate(where[chunk]):
-                n = start + p
-                coords = normalized[p]
-                coords[:, :2] = self.processor.image_processor.crop_to_image(coords[:, :2], centers[n], scales[n])
-                results[i][j] = PersonKeypoints(person_boxes[n], kp_set.names, coords, scores[p], valid[p], texts[p],
-                                                unreadable=unreadable)
+                results[i][j] = PersonKeypoints(person_boxes[start + p], kp_set.names, keypoints[p], scores[p],
+                                                valid[p], texts[p], unreadable=unreadable)
         return results
 
     def unreadable_keypoints(self, keypoints) -> list[str]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -33,75 +32,13 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
-from ..bounds import CONFIG_SIZE_LIMITS, check_range
 from ..codecs import DecimalCodec, build_codec
-from ..data.geometry import box_to_center_scale, crop_image, crop_to_image
 from ..prompts import PromptBuilder, PromptStyle
 from ..prompts.grammar import AnswerGrammar, build_answer_grammar
 from ..prompts.padding import pad_sequences, pad_token_id
-from .configuration_locllm import CLIP_MEAN, CLIP_STD
+from .image_processing_locllm import CropRegions, LocLLMImageProcessor, PersonCrops
 
 PROCESSOR_FILE = "processor_config.json"
-
-
-@dataclass
-class CropBatch:
-    pixel_values: torch.Tensor  # (B, 3, S, S) normalized
-    centers: np.ndarray  # (B, 2)
-    scales: np.ndarray  # (B, 2), in units of pixel_std
-
-
-class LocLLMImageProcessor:
-    """Person box -> normalized crop tensor, top-down style; crop coordinates -> image pixels."""
-
-    def __init__(self, image_size: int = 224, mean=CLIP_MEAN, std=CLIP_STD, box_scale_factor: float = 1.0,
-                 pixel_std: float = 200.0):
-        check_range("image_size", image_size, 8, CONFIG_SIZE_LIMITS["image_size"])
-        for name, values, low in (("image_mean", mean, -1e3), ("image_std", std, 1e-6)):
-            if not isinstance(values, (list, tuple)) or len(values) != 3:
-                raise ValueError(f"{name} must be 3 numbers (R, G, B), got {str(values)[:60]}")
-            for value in values:
-                check_range(name, value, low, 1e3, integer=False)
-        check_range("box_scale_factor", box_scale_factor, 1e-2, 1e2, integer=False)
-        check_range("pixel_std", pixel_std, 1e-2, 1e5, integer=False)
-        self.image_size = image_size
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-        self.box_scale_factor = box_scale_factor
-        self.pixel_std = pixel_std
-
-    @classmethod
-    def from_config(cls, config) -> LocLLMImageProcessor:
-        """From a model config's ``image_size``, ``image_mean`` and ``image_std`` (both models have them)."""
-        return cls(config.image_size, config.image_mean, config.image_std)
-
-    def to_dict(self) -> dict:
-        return {"image_size": self.image_size, "image_mean": self.mean.flatten().tolist(),
-                "image_std": self.std.flatten().tolist(), "box_scale_factor": self.box_scale_factor,
-                "pixel_std": self.pixel_std}
-
-    @classmethod
-    def from_dict(cls, config: dict) -> LocLLMImageProcessor:
-        return cls(config["image_size"], config["image_mean"], config["image_std"], config["box_scale_factor"],
-                   config["pixel_std"])
-
-    def normalize(self, crops: np.ndarray | list[np.ndarray]) -> torch.Tensor:
-        """(B, S, S, 3) uint8 RGB crops -> (B, 3, S, S) float tensor: ToTensor, then mean/std."""
-        array = np.ascontiguousarray(np.stack(crops) if isinstance(crops, list) else crops)
-        pixels = torch.from_numpy(array).permute(0, 3, 1, 2).float().div_(255.0)
-        return (pixels - self.mean) / self.std
-
-    def crop_persons(self, image: np.ndarray, boxes_xywh: np.ndarray) -> CropBatch:
-        """One (H, W, 3) uint8 RGB image and (B, 4) person boxes -> their crops, top-down style."""
-        centers, scales = box_to_center_scale(boxes_xywh, 1.0, self.box_scale_factor, self.pixel_std)
-        crops = [crop_image(image, c, s, 0.0, self.image_size, pixel_std=self.pixel_std)
-                 for c, s in zip(centers, scales, strict=True)]
-        return CropBatch(self.normalize(crops), centers, scales)
-
-    def crop_to_image(self, normalized_xy: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
-        """(K, 2) coordinates in [0, 1) of the crop -> (K, 2) image pixels."""
-        crop_px = np.asarray(normalized_xy, dtype=np.float64) * self.image_size
-        return crop_to_image(crop_px, center, scale, self.image_size, pixel_std=self.pixel_std)
 
 
 class _Processor(ABC):
@@ -114,6 +51,34 @@ class _Processor(ABC):
         self.tokenizer = tokenizer
         self.codec = codec
         self.pad_token_id = pad_token_id(tokenizer)
+
+    @property
+    def image_size(self) -> int:
+        """The side of the model's square crops."""
+        return self.image_processor.image_size
+
+    @property
+    def ndim(self) -> int:
+        """Coordinates per keypoint the model answers: 2, or 3 with root-relative depth."""
+        return self.codec.ndim
+
+    def __call__(self, image: np.ndarray, regions: CropRegions | np.ndarray) -> PersonCrops:
+        """One (H, W, 3) uint8 RGB image and its persons (:class:`CropRegions`, or (B, 4) boxes x, y, w, h) ->
+        the model's ``pixel_values`` and the regions they were cut from."""
+        return self.image_processor(image, regions)
+
+    def regions(self, boxes_xywh) -> CropRegions:
+        """(B, 4) person boxes -> the regions their crops are cut from."""
+        return self.image_processor.regions(boxes_xywh)
+
+    def post_process(self, normalized: np.ndarray, regions: CropRegions, valid: np.ndarray | None = None) -> np.ndarray:
+        """(B, K, ndim) answers in [0, 1) of each crop -> image pixels; with ``valid``, unanswered keypoints at
+        their stand-ins (:meth:`LocLLMImageProcessor.post_process`)."""
+        return self.image_processor.post_process(normalized, regions, valid)
+
+    def stand_ins(self, regions: CropRegions) -> np.ndarray:
+        """(B, 2) where each region's unanswered keypoints go (:meth:`LocLLMImageProcessor.stand_ins`)."""
+        return self.image_processor.stand_ins(regions)
 
     @abstractmethod
     def to_dict(self) -> dict:
@@ -204,4 +169,4 @@ class LocLLMProcessor(_Processor):
         return pad_sequences(sequences, self.pad_token_id, side)
 
 
-__all__ = ["PROCESSOR_FILE", "CropBatch", "LocLLMImageProcessor", "LocLLMProcessor"]
+__all__ = ["PROCESSOR_FILE", "CropRegions", "LocLLMImageProcessor", "LocLLMProcessor", "PersonCrops"]

@@ -174,7 +174,7 @@ def test_constrained_fast_equals_reference_on_a_trained_model(tmp_path):
     ids = torch.tensor([e["input_ids"] + [0] * (width - len(e["input_ids"])) for e in examples])
     labels = torch.tensor([e["labels"] + [-100] * (width - len(e["labels"])) for e in examples])
     mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in examples])
-    crops = localizer.processor.image_processor.crop_persons(IMAGE, np.array([BOXES[0]])).pixel_values.expand(3, -1, -1, -1)
+    crops = localizer.processor(IMAGE, np.array([BOXES[0]])).pixel_values.expand(3, -1, -1, -1)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     model.train()
     for _ in range(200):
