@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data.outputs import check_not_replacing
-from ..engine.calibration import CALIBRATION_FILE, Calibration
+from ..models.calibration import CALIBRATION_FILE, Calibration
 from ..evaluation.calibration import scores_and_hits
 from ..evaluation.loop import ask_task
 from ..evaluation.tasks import CustomTask, asked_keypoints, build_task

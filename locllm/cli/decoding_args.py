@@ -15,7 +15,7 @@ from pathlib import Path
 DECODES = ("greedy", "subdigit", "beam")
 SCORES = ("mean_max", "calibrated")
 DEFAULT_DECODE = "subdigit"  # engine.refinement.RECOMMENDED_DECODE
-CALIBRATION_FILE = "calibration.json"  # engine.calibration.CALIBRATION_FILE
+CALIBRATION_FILE = "calibration.json"  # models.calibration.CALIBRATION_FILE
 
 
 def add_decoding_arguments(parser) -> None:

@@ -41,6 +41,7 @@ from ..data.outputs import check_output_folder, staged_folder
 from ..data.tensor_files import load_tensor_file
 from ..keypoints import load_reference_constants
 from ..models import BASE_WEIGHTS, CLIP_MEAN, CLIP_STD, LocLLMConfig, LocLLMForKeypointLocalization
+from ..models.processing_locllm import DESCRIPTIONS_FILE, LocLLMProcessor
 from ..models.reference_dinov2 import (
     convert_reference_dinov2_state_dict,
     read_reference_dinov2,
@@ -50,7 +51,6 @@ from ..models.vision import build_vision_tower
 from ..prompts import PromptStyle
 
 IMAGE_TOKEN = "<im_patch>"  # the reference's DEFAULT_IMAGE_PATCH_TOKEN
-DESCRIPTIONS_FILE = "descriptions.json"
 
 # Fields of the reference config that describe LocLLM rather than its Llama base; all are required.
 _LOCLLM_FIELDS = (
@@ -441,10 +441,9 @@ def import_reference_checkpoint(
     table = load_reference_constants(descriptions)["descriptions"] if descriptions is not None else None
     with staged_folder(out) as staging:
         model.save_pretrained(staging, merge=merge)
-        tok.save_pretrained(staging)
-        if table is not None:
-            (staging / DESCRIPTIONS_FILE).write_text(json.dumps(table, indent=2, ensure_ascii=False) + "\n",
-                                                     encoding="utf-8")
+        processor = LocLLMProcessor.from_config(config, tok)
+        processor.descriptions = table
+        processor.save_pretrained(staging)
     num_descriptions = len(table) if table is not None else None
     return ImportReport(
         source_files=source_files,

@@ -30,13 +30,11 @@ from transformers import AutoConfig, AutoModel
 from ..data.images import read_image_rgb
 from ..keypoints import Keypoint, KeypointSet, normalize_name, resolve_keypoints
 from ..keypoints.sets import all_known_keypoints
-from ..keypoints.user import load_checkpoint_descriptions
 from ..models import LocLLMConfig
 from ..models.configuration_clip_baseline import CLIPBaselineConfig
 from ..models.hub import HUB_KWARGS, resolve_pretrained
 from ..models.processing_clip_baseline import CLIPBaselineProcessor
 from ..models.processing_locllm import CropRegions, LocLLMProcessor
-from .calibration import Calibration
 from .detection import Detections, PersonDetector
 from .heatmap_answerer import HeatmapAnswerer
 from .refinement import DecodingOptions
@@ -114,8 +112,9 @@ class Localizer:
         processor: its :class:`~locllm.models.processing_locllm.LocLLMProcessor` (or ``CLIPBaselineProcessor``).
         answerer: how the model answers for a batch of crops: a :class:`~.text_answerer.TextAnswerer`
             (LocLLM) or :class:`~.heatmap_answerer.HeatmapAnswerer` (CLIP baseline); default: the
-            model type's.
-        descriptions: a checkpoint's own keypoint descriptions (see :meth:`keypoint_set`).
+            model type's, with the processor's calibration (the checkpoint's ``calibration.json``).
+        descriptions: the checkpoint's own keypoint descriptions (see :meth:`keypoint_set`); default the
+            processor's (its ``descriptions.json``).
         persons_per_batch: persons answered together.
         detector: where person boxes come from when none are given: a :class:`~.detection.PersonDetector`, or
             any object whose ``detect(image)`` returns :class:`~.detection.Detections`; ``None``: the whole
@@ -131,11 +130,15 @@ class Localizer:
         self.model = model.eval()
         self.config = model.config
         self.processor = processor
-        self.answerer = answerer if answerer is not None else strategy(model.config.model_type).answerer_class()
+        if answerer is None:
+            answerer = strategy(model.config.model_type).answerer_class()
+            if isinstance(answerer, TextAnswerer):
+                answerer.calibration = processor.calibration
+        self.answerer = answerer
         if decoding is not None and isinstance(self.answerer, TextAnswerer):
             self.answerer.options = decoding
         self.device = torch.device(device)
-        self.descriptions = descriptions or {}
+        self.descriptions = (descriptions if descriptions is not None else processor.descriptions) or {}
         self.persons_per_batch = persons_per_batch
         self.detector = detector
         # The fast path switches the model's attention implementation for the length of a forward (state of
@@ -155,9 +158,9 @@ class Localizer:
     @classmethod
     def from_pretrained(cls, checkpoint: str | Path, device: str | torch.device | None = None,
                         dtype: torch.dtype | None = None, detector=None, answerer=None, **kwargs) -> Localizer:
-        """Load model, processor and (if the checkpoint has one) its ``descriptions.json``; the checkpoint's
-        ``model_type`` picks the model class (through ``AutoModel``), the processor and the answering strategy
-        (``answerer``: default the model type's, with the checkpoint's ``calibration.json`` if it has one; one
+        """Load model and processor (with the checkpoint's ``descriptions.json`` and ``calibration.json`` where it
+        has them); the checkpoint's ``model_type`` picks the model class (through ``AutoModel``), the processor and
+        the answering strategy (``answerer``: default the model type's, with the checkpoint's calibration; one
         given is used as it is, the checkpoint's calibration left unread).
         ``checkpoint`` and ``detector`` are folders or Hugging Face Hub repo ids (``detector`` may also be a
         loaded detector, see the class). The Hub keywords of transformers (``cache_dir``, ``force_download``,
@@ -172,15 +175,9 @@ class Localizer:
             raise ValueError(f"{folder / 'config.json'}: {err}") from None
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model = AutoModel.from_pretrained(folder, dtype=dtype, device=device)
-        descriptions_file = folder / "descriptions.json"
-        descriptions = load_checkpoint_descriptions(descriptions_file) if descriptions_file.is_file() else None
         if isinstance(detector, (str, Path)):
             detector = PersonDetector.from_pretrained(detector, device=device)
-        if answerer is None:
-            answerer = kind.answerer_class()
-            if isinstance(answerer, TextAnswerer):
-                answerer.calibration = Calibration.load(folder)  # None when the checkpoint has no calibration.json
-        return cls(model, kind.processor_class.from_pretrained(folder), answerer, descriptions,
+        return cls(model, kind.processor_class.from_pretrained(folder, calibration=answerer is None), answerer,
                    device=device, detector=detector, **kwargs)
 
     # ------------------------------------------------------------------ inputs

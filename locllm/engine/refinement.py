@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .calibration import CALIBRATION_FILE
+from ..models.calibration import CALIBRATION_FILE
 from .decoding import DecodedAnswers
 
 DECODES = ("greedy", "subdigit", "beam")

@@ -16,7 +16,7 @@ import torch
 from ..codecs.reading import beam_values, keypoint_confidence, span_scores, subdigit_values
 from ..keypoints import KeypointSet
 from ..models.processing_locllm import LocLLMProcessor
-from .calibration import Calibration
+from ..models.calibration import Calibration
 from .decoding import DecodedAnswers, fast_decode, reference_decode
 from .refinement import DecodingOptions, first_value_steps, fuse_flipped, value_steps
 

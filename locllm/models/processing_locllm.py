@@ -33,12 +33,16 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from ..codecs import DecimalCodec, build_codec
+from ..keypoints.user import load_checkpoint_descriptions
 from ..prompts import PromptBuilder, PromptStyle
 from ..prompts.grammar import AnswerGrammar, build_answer_grammar
 from ..prompts.padding import pad_sequences, pad_token_id
+from .calibration import Calibration
 from .image_processing_locllm import CropRegions, LocLLMImageProcessor, PersonCrops
+from .modeling_base import checkpoint_weights_sha256
 
 PROCESSOR_FILE = "processor_config.json"
+DESCRIPTIONS_FILE = "descriptions.json"
 
 
 class _Processor(ABC):
@@ -51,6 +55,10 @@ class _Processor(ABC):
         self.tokenizer = tokenizer
         self.codec = codec
         self.pad_token_id = pad_token_id(tokenizer)
+        # The checkpoint's own keypoint table (names the model was trained on, or the reference's words) and
+        # its confidence calibration, where it has them.
+        self.descriptions: dict[str, str] | None = None
+        self.calibration: Calibration | None = None
 
     @property
     def image_size(self) -> int:
@@ -95,16 +103,25 @@ class _Processor(ABC):
         """The processor a model config describes (checkpoints saved without a processor)."""
 
     def save_pretrained(self, save_directory: str | Path) -> None:
-        """Write ``processor_config.json`` and the tokenizer into ``save_directory``."""
+        """Write every non-weight file of a checkpoint into ``save_directory``: ``processor_config.json``, the
+        tokenizer, ``descriptions.json`` (when the processor has a keypoint table) and ``calibration.json`` (when
+        it has a calibration fitted for the weights already in that folder: save the model first, as in
+        transformers; a calibration of other weights, e.g. those a training run started from, is left behind)."""
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
         config = {"processor_class": type(self).__name__, **self.to_dict()}
         (out / PROCESSOR_FILE).write_text(json.dumps(config, indent=2) + "\n")
         self.tokenizer.save_pretrained(out)
+        if self.descriptions is not None:
+            write_descriptions(out, self.descriptions)
+        if self.calibration is not None and self.calibration.checkpoint_sha256 == checkpoint_weights_sha256(out):
+            self.calibration.save(out)
 
     @classmethod
-    def from_pretrained(cls, checkpoint: str | Path):
-        """The checkpoint's processor: from its ``processor_config.json``, else from its model config.
+    def from_pretrained(cls, checkpoint: str | Path, calibration: bool = True):
+        """The checkpoint's processor: from its ``processor_config.json``, else from its model config; with the
+        checkpoint's ``descriptions.json`` and (unless ``calibration`` is False: e.g. to refit a stale one)
+        ``calibration.json`` where it has them.
 
         Every value is checked against its bound (:mod:`locllm.bounds`): one out of range, or a file that is not
         such a table, is one ValueError naming the file and the field."""
@@ -114,14 +131,26 @@ class _Processor(ABC):
         source = saved if saved.is_file() else folder / "config.json"
         try:
             if not saved.is_file():
-                return cls.from_config(AutoConfig.from_pretrained(folder), tokenizer)
-            config = json.loads(saved.read_text(encoding="utf-8"))
-            if not isinstance(config, dict) or config.pop("processor_class", None) != cls.__name__:
-                raise ValueError(f"it does not describe a {cls.__name__}")
-            return cls.from_dict(config, tokenizer)
+                processor = cls.from_config(AutoConfig.from_pretrained(folder), tokenizer)
+            else:
+                config = json.loads(saved.read_text(encoding="utf-8"))
+                if not isinstance(config, dict) or config.pop("processor_class", None) != cls.__name__:
+                    raise ValueError(f"it does not describe a {cls.__name__}")
+                processor = cls.from_dict(config, tokenizer)
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError, ValueError) as err:
             reason = f"no field {err}" if isinstance(err, KeyError) else str(err).strip().splitlines()[0]
             raise ValueError(f"{source}: {reason} (re-save or re-download the checkpoint)") from None
+        descriptions = folder / DESCRIPTIONS_FILE
+        processor.descriptions = load_checkpoint_descriptions(descriptions) if descriptions.is_file() else None
+        processor.calibration = Calibration.load(folder) if calibration else None
+        return processor
+
+
+def write_descriptions(folder: str | Path, descriptions: dict[str, str]) -> None:
+    """A checkpoint's keypoint table ``{name: description}`` as its ``descriptions.json`` (what
+    :meth:`_Processor.from_pretrained` reads; also written for models without a processor)."""
+    (Path(folder) / DESCRIPTIONS_FILE).write_text(json.dumps(descriptions, indent=2, ensure_ascii=False) + "\n",
+                                                 encoding="utf-8")
 
 
 class LocLLMProcessor(_Processor):
@@ -169,4 +198,4 @@ class LocLLMProcessor(_Processor):
         return pad_sequences(sequences, self.pad_token_id, side)
 
 
-__all__ = ["PROCESSOR_FILE", "CropRegions", "LocLLMImageProcessor", "LocLLMProcessor", "PersonCrops"]
+__all__ = ["DESCRIPTIONS_FILE", "PROCESSOR_FILE", "write_descriptions", "CropRegions", "LocLLMImageProcessor", "LocLLMProcessor", "PersonCrops"]

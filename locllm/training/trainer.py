@@ -24,7 +24,6 @@ weights, written atomically (:mod:`.checkpoint`).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -39,6 +38,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
+from ..models.processing_locllm import write_descriptions
 from . import checkpoint as ckpt
 from .config import TrainConfig, dump_config
 from .data import build_dataset, epoch_loader, trained_descriptions
@@ -47,8 +47,6 @@ from .model_types import MODEL_TYPES, ModelType
 from .resume import check_resume, input_fingerprints, write_input_fingerprints
 
 logger = logging.getLogger(__name__)
-
-DESCRIPTIONS_FILE = "descriptions.json"  # a checkpoint's keypoint table, as Localizer.from_pretrained reads it
 
 
 class TrainingDiverged(RuntimeError):
@@ -283,9 +281,10 @@ def _save_checkpoint(accelerator: Accelerator, model, processor, config: TrainCo
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(temporary)
         if processor is not None:
+            processor.descriptions = descriptions
             processor.save_pretrained(temporary)
-        (temporary / DESCRIPTIONS_FILE).write_text(json.dumps(descriptions, indent=2, ensure_ascii=False) + "\n",
-                                                  encoding="utf-8")
+        else:
+            write_descriptions(temporary, descriptions)
         dump_config(config, temporary / "train_config.yaml")
         write_input_fingerprints(inputs, temporary)
         state.save(temporary)

@@ -10,7 +10,7 @@ import torch
 from locllm.codecs.reading import beam_values, keypoint_confidence, subdigit_values
 from locllm.codecs.text import DecimalCodec, LocationTokenCodec
 from locllm.engine import Localizer
-from locllm.engine.calibration import Calibration
+from locllm.models.calibration import Calibration
 from locllm.engine.decoding import DecodedAnswers
 from locllm.engine.refinement import DecodingOptions, first_value_steps, fuse_flipped, value_steps
 from locllm.models.modeling_base import checkpoint_weights_sha256
@@ -130,7 +130,8 @@ def test_localizer_options(char_checkpoint):
 
 def test_the_cli_reads_with_the_library_s_recommended_decoding(char_checkpoint, tmp_path):
     from locllm.cli import decoding_args
-    from locllm.engine import calibration, refinement
+    from locllm.engine import refinement
+    from locllm.models import calibration
 
     # the parser spells these out (it must not load torch): they are the library's
     assert decoding_args.DECODES == refinement.DECODES and decoding_args.SCORES == refinement.SCORES

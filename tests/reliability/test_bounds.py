@@ -23,7 +23,7 @@ from locllm.cli import main
 from locllm.data.images import ImageReadError, ImageTooLargeError, read_image_rgb
 from locllm.data.synth import generate_synthpose
 from locllm.engine import Localizer
-from locllm.engine.calibration import CALIBRATION_FILE, Calibration
+from locllm.models.calibration import CALIBRATION_FILE, Calibration
 from locllm.models import LocLLMConfig
 from locllm.models.processing_locllm import LocLLMProcessor
 from locllm.serve.app import localize_request

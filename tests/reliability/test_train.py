@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from locllm.cli import main
 from locllm.data.synth import generate_synthpose
+from locllm.models.processing_locllm import DESCRIPTIONS_FILE
 from locllm.training import checkpoint as ckpt
 from locllm.training import trainer
 from locllm.training.config import dump_config, load_config
@@ -229,7 +230,7 @@ def test_death_while_a_checkpoint_is_written_loses_only_that_checkpoint(synth, t
     checkpoint, the step-2 one is intact, and resuming from it ends with the uninterrupted run's weights."""
     full = train(_config(synth, tmp_path / "full"))
     config = _config(synth, tmp_path / "run")
-    export = trainer.DESCRIPTIONS_FILE
+    export = DESCRIPTIONS_FILE
 
     with monkeypatch.context() as patch:
         from locllm.models import LocLLMForKeypointLocalization

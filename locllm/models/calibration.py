@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.outputs import write_text_atomically
-from ..models.modeling_base import checkpoint_weights_sha256
+from .modeling_base import checkpoint_weights_sha256
 
 CALIBRATION_FILE = "calibration.json"
 MAX_KNOTS = 100_000  # an isotonic fit has at most one knot per distinct confidence of its data
