@@ -163,9 +163,9 @@ def run_benchmark(size: str = "small", persons: int = 8, keypoints: str = "coco"
         "fast_kv_cache_mib_per_person": sum(fast_caches) / persons / 2**20,
         "trainable_parameters": model.trainable_parameter_count(),
     }
-    builder = processor.builder
-    flops = floor_flops(model, len(builder.prefix_ids()) - 1 + config.num_image_tokens,
-                        [len(builder.query_ids(k)) for k in kp_set], len(processor.grammar) - 1)
+    prefix, queries = processor.prompt_ids(kp_set)
+    flops = floor_flops(model, len(prefix) - 1 + config.num_image_tokens, [len(q) for q in queries],
+                        len(processor.grammar) - 1)
     # a CPU multiplies a 1024 matrix at its full rate already, in a fraction of the time of a 4096 one
     tflops = matmul_tflops(device, torch_dtype, n=4096 if device.type == "cuda" else 1024)
     result.update({"matmul_tflops": tflops, "floor_ms_per_person": 1000 * flops / (tflops * 1e12),

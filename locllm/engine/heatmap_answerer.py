@@ -36,10 +36,10 @@ class HeatmapAnswerer:
         image_index = torch.arange(persons, device=device).repeat_interleave(k)
         text_index = torch.arange(k, device=device).repeat(persons)
         heatmaps = model.predict_heatmaps(feature_map, text_embeddings, image_index, text_index)
-        crop_points, peaks = processor.codec.decode(heatmaps)
-        normalized = crop_points.cpu().double().numpy().reshape(persons, k, 2) / processor.image_processor.image_size
-        scores = peaks.clamp(0.0, 1.0).cpu().double().numpy().reshape(persons, k)
-        return normalized, scores, np.ones((persons, k), dtype=bool), [[] for _ in range(persons)]
+        normalized, peaks = processor.decode_heatmaps(heatmaps)
+        scores = np.clip(peaks, 0.0, 1.0)
+        return (normalized.reshape(persons, k, 2), scores.reshape(persons, k), np.ones((persons, k), dtype=bool),
+                [[] for _ in range(persons)])
 
 
 __all__ = ["HeatmapAnswerer"]

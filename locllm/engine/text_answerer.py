@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..codecs.reading import beam_values, keypoint_confidence, span_scores, subdigit_values
+from ..codecs.reading import keypoint_confidence
 from ..keypoints import KeypointSet
 from ..models.processing_locllm import LocLLMProcessor
 from ..models.calibration import Calibration
@@ -44,15 +44,12 @@ class TextAnswerer:
         """Normalized crop tensors (P, 3, S, S) on the model's device -> per person: coordinates (P, K, ndim)
         in [0, 1) of the crop (depth in mm), NaN where invalid; scores (P, K); valid (P, K); answer texts
         (P lists of K)."""
-        builder, tokenizer = processor.builder, processor.tokenizer
-        if builder.image_token_id != model.config.image_token_id:
-            raise ValueError(f"tokenizer maps {builder.style.image_token!r} to {builder.image_token_id}, the model "
-                             f"expects {model.config.image_token_id}")
+        processor.check_image_token(model.config.image_token_id)
         # The image token may be inside the LM's vocabulary; an answer never holds one, and feeding one
         # back would read as a second image.
         vocab = model.get_input_embeddings().num_embeddings
-        suppressed = (builder.image_token_id,) if builder.image_token_id < vocab else ()
-        queries = [builder.query_ids(kp) for kp in kp_set]
+        suppressed = (processor.image_token_id,) if processor.image_token_id < vocab else ()
+        prefix, queries = processor.prompt_ids(kp_set)
         persons, k = pixel_values.shape[0], len(kp_set)
         max_new_tokens = len(processor.grammar) - 1
         if mode == "fast":
@@ -61,16 +58,16 @@ class TextAnswerer:
             def ask(pixels: torch.Tensor, asked: list[list[int]], runner_up_steps=frozenset()) -> DecodedAnswers:
                 if id(pixels) not in features:
                     features[id(pixels)] = model.get_image_features(pixels)
-                return fast_decode(model, features[id(pixels)], builder.prefix_ids(), asked,
-                                   processor.grammar if self.constrained else None, builder.eos_token_id,
+                return fast_decode(model, features[id(pixels)], prefix, asked,
+                                   processor.grammar if self.constrained else None, processor.eos_token_id,
                                    max_new_tokens, suppressed, runner_up_steps)
 
             decoded = ask(pixel_values, queries)
             token_ids, value_scores = decoded.token_ids, decoded.value_scores.numpy()
         else:
-            token_ids, value_scores = self._reference_answers(model, processor, pixel_values, queries, suppressed)
-        texts = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in token_ids]
-        normalized, valid = processor.codec.decode_batch(texts)
+            token_ids, value_scores = self._reference_answers(model, processor, pixel_values, prefix, queries,
+                                                              suppressed)
+        texts, normalized, valid = processor.decode_answers(token_ids)
         keypoint_scores = np.where(valid, np.nan_to_num(value_scores[:, :2], nan=0.0).mean(axis=1), 0.0)
         if mode == "fast" and not self.options.is_paper:  # reference mode is always the paper's reading
             normalized, keypoint_scores = self._read(processor, ask, pixel_values, queries, kp_set, decoded,
@@ -84,27 +81,24 @@ class TextAnswerer:
         """Coordinates (Q, ndim) and keypoint scores (Q,) by ``self.options``, from the answers ``decoded``
         (whose greedy reading is ``greedy`` and reference scores ``scores``); ``ask(pixels, queries,
         runner_up_steps)`` decodes more (the flip test, the beam's other branch)."""
-        options, codec = self.options, processor.codec
+        options, ndim = self.options, processor.ndim
 
         def coordinates(answers: DecodedAnswers, steps, pixels: torch.Tensor, asked: list[list[int]]) -> np.ndarray:
             if options.decode == "greedy":
-                texts = [processor.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in answers.token_ids]
-                return codec.decode_batch(texts)[0]
+                return processor.decode_answers(answers.token_ids)[1]
             if options.decode == "beam":
                 runner_up = ask(pixels, asked, first_value_steps(answers))
-                values = beam_values(steps, value_steps(runner_up, codec.ndim), codec)
-            else:
-                values = subdigit_values(steps, codec)
-            return codec.values_to_coordinates(values)
+                return processor.beam_coordinates(steps, value_steps(runner_up, ndim))
+            return processor.subdigit_coordinates(steps)
 
-        steps = value_steps(decoded, codec.ndim)
+        steps = value_steps(decoded, ndim)
         coords = greedy if options.decode == "greedy" else coordinates(decoded, steps, pixel_values, queries)
         confidence = keypoint_confidence(steps)
         if options.flip:
             # Each keypoint's flip partner asked on the mirrored crop (a midline keypoint is its own partner).
             mirrored, partners = pixel_values.flip(-1), [queries[i] for i in kp_set.flip_indices()]
             flipped = ask(mirrored, partners)
-            flipped_steps = value_steps(flipped, codec.ndim)
+            flipped_steps = value_steps(flipped, ndim)
             flipped_confidence = keypoint_confidence(flipped_steps)
             coords = fuse_flipped(coords, confidence, coordinates(flipped, flipped_steps, mirrored, partners),
                                   flipped_confidence, pixel_values.shape[-1])
@@ -118,11 +112,9 @@ class TextAnswerer:
         return coords, scores
 
     @staticmethod
-    def _reference_answers(model, processor: LocLLMProcessor, pixel_values: torch.Tensor, queries: list[list[int]],
-                           suppressed: tuple[int, ...]) -> tuple[list[list[int]], np.ndarray]:
+    def _reference_answers(model, processor: LocLLMProcessor, pixel_values: torch.Tensor, prefix: list[int],
+                           queries: list[list[int]], suppressed: tuple[int, ...]) -> tuple[list[list[int]], np.ndarray]:
         """The reference's way: per person, K full prompts with K copies of the image, one generate call."""
-        builder = processor.builder
-        prefix = builder.prefix_ids()
         input_ids, attention_mask = processor.pad([prefix + q for q in queries], side="left")
         token_ids: list[list[int]] = []
         scores = []
@@ -130,21 +122,11 @@ class TextAnswerer:
             images = pixel_values[p:p + 1].expand(len(queries), -1, -1, -1)
             ids, step_probs = reference_decode(
                 model, input_ids.to(pixel_values.device), attention_mask.to(pixel_values.device), images,
-                len(processor.grammar) - 1, builder.eos_token_id, processor.pad_token_id, suppressed,
+                len(processor.grammar) - 1, processor.eos_token_id, processor.pad_token_id, suppressed,
             )
             token_ids += ids
-            scores.append(_span_scores(processor, ids, step_probs))
+            scores.append(processor.value_scores(ids, step_probs))
         return token_ids, np.concatenate(scores)
-
-
-def _span_scores(processor: LocLLMProcessor, token_ids: list[list[int]], step_probs: torch.Tensor) -> np.ndarray:
-    """Per answer (rows, ndim), the codec's score of each written value from its tokens' step probabilities."""
-    tokenizer = processor.tokenizer
-    scores = np.full((len(token_ids), processor.codec.ndim), np.nan)
-    for row, ids in enumerate(token_ids):
-        ends = [len(tokenizer.decode(ids[: t + 1], skip_special_tokens=True)) for t in range(len(ids))]
-        scores[row] = span_scores(processor.codec, tokenizer.decode(ids, skip_special_tokens=True), ends, step_probs[row])
-    return scores
 
 
 __all__ = ["TextAnswerer"]

@@ -34,6 +34,26 @@ def build_projector(projector_type: str, vision_dim: int, text_dim: int) -> nn.M
     raise ValueError(f"unknown projector type {projector_type!r}")
 
 
+def loss_targets(targets: torch.Tensor, answer_choice_ids: torch.Tensor | None = None,
+                 answer_choice_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the training loss is taken and what it is taken against, the one rule for the model's
+    :meth:`~LocLLMForKeypointLocalization.supervised_loss` and whoever reads its logits again.
+
+    Args:
+        targets: (B, T - 1) the labels each position predicts (labels shifted by one).
+        answer_choice_ids, answer_choice_mask: the answer-vocabulary loss's (C,) choice tokens and (B, T - 1)
+            positions; ``None``: the paper's loss over the whole vocabulary at every supervised label.
+
+    Returns:
+        The (B, T - 1) mask of the S positions the loss takes, in row-major order one row of its logits each,
+        and (S,) the logit column of each one's label: its token id, or its index among the choices.
+    """
+    if answer_choice_mask is None:
+        supervised = targets != IGNORE_INDEX
+        return supervised, targets[supervised]
+    return answer_choice_mask, (targets[answer_choice_mask][:, None] == answer_choice_ids).int().argmax(dim=1)
+
+
 def load_language_model(name_or_path: str, **kwargs) -> nn.Module:
     """A causal LM from a folder, or from ``smollm2`` (the installed package's, see locllm.models.gguf)."""
     # Keeping the first N layers leaves the others' tensors in the file, and transformers warns of each
@@ -215,18 +235,16 @@ class LocLLMForKeypointLocalization(LocLLMPreTrainedModel, GenerationMixin):
         targets = labels[:, 1:].to(hidden.device)  # (B, T - 1): what each position but the last predicts
         head = self.language_model.get_output_embeddings()
         if answer_choice_mask is None:
-            supervised = targets != IGNORE_INDEX
+            supervised, chosen = loss_targets(targets)
             logits = head(hidden[:, :-1][supervised])  # (S, V)
-            chosen = targets[supervised]
         else:  # the head's rows of the choice tokens only: a softmax over what the constrained decoder may pick
-            supervised = answer_choice_mask.to(hidden.device)
             choice_ids = answer_choice_ids.to(hidden.device)
+            supervised, chosen = loss_targets(targets, choice_ids, answer_choice_mask.to(hidden.device))
             bias = head.bias[choice_ids] if head.bias is not None else None
             logits = F.linear(hidden[:, :-1][supervised], head.weight[choice_ids], bias)  # (S, C)
-            chosen = (targets[supervised][:, None] == choice_ids).int().argmax(dim=1)
         loss = F.cross_entropy(logits.float(), chosen, reduction="sum")
         loss = loss / (num_items_in_batch if num_items_in_batch is not None else supervised.sum())
         return CausalLMOutputWithPast(loss=loss, logits=logits)
 
 
-__all__ = ["LocLLMForKeypointLocalization", "LocLLMPreTrainedModel", "build_projector"]
+__all__ = ["LocLLMForKeypointLocalization", "LocLLMPreTrainedModel", "build_projector", "loss_targets"]

@@ -3,6 +3,7 @@ codec of a CLIP-baseline model, saved and loaded as LocLLM's (:mod:`locllm.model
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..bounds import CONFIG_SIZE_LIMITS, check_range, check_text
@@ -71,6 +72,17 @@ class CLIPBaselineProcessor(_Processor):
                 ids = ids + [eos]
             rows.append(ids if len(ids) <= self.max_text_length else ids[: self.max_text_length - 1] + [eos])
         return pad_sequences(rows, self.pad_token_id)
+
+    def heatmap_targets(self, points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Q, 2) keypoints in crop pixels, all visible -> the training targets: heatmaps (Q, H, H) and their
+        weights (Q,) (:meth:`~locllm.codecs.HeatmapCodec.encode`)."""
+        return self.codec.encode(points, np.ones(len(points), dtype=bool))
+
+    def decode_heatmaps(self, heatmaps: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(Q, H, H) predicted heatmaps -> each one's keypoint (Q, 2) in [0, 1) of the crop (its argmax, shifted a
+        quarter cell towards the higher neighbour) and its peak value (Q,), both float64."""
+        crop_points, peaks = self.codec.decode(heatmaps)
+        return crop_points.cpu().double().numpy() / self.image_size, peaks.cpu().double().numpy()
 
 
 __all__ = ["CLIPBaselineProcessor"]

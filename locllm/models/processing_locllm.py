@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
 from functools import cached_property
 from pathlib import Path
 
@@ -33,8 +34,10 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from ..codecs import DecimalCodec, build_codec
+from ..codecs.reading import Steps, beam_values, span_scores, subdigit_values
+from ..keypoints import Keypoint
 from ..keypoints.user import load_checkpoint_descriptions
-from ..prompts import PromptBuilder, PromptStyle
+from ..prompts import IGNORE_INDEX, PromptBuilder, PromptStyle
 from ..prompts.grammar import AnswerGrammar, build_answer_grammar
 from ..prompts.padding import pad_sequences, pad_token_id
 from .calibration import Calibration
@@ -152,6 +155,17 @@ def write_descriptions(folder: str | Path, descriptions: dict[str, str]) -> None
     (Path(folder) / DESCRIPTIONS_FILE).write_text(json.dumps(descriptions, indent=2, ensure_ascii=False) + "\n",
                                                  encoding="utf-8")
 
+    def pixel_values(self, crops: list[np.ndarray]) -> torch.Tensor:
+        """(S, S, 3) uint8 RGB crops -> the model's ``pixel_values`` (B, 3, S, S), normalized with the image
+        processor's mean and std; a crop of another size is a ValueError (the data's crop size must be the
+        model's image size)."""
+        size = self.image_size
+        for crop in crops:
+            if crop.shape != (size, size, 3):
+                raise ValueError(f"a crop has shape {crop.shape} but the model takes ({size}, {size}, 3) images; "
+                                 "set data.crop_size to the model's image size")
+        return self.image_processor.normalize(crops)
+
 
 class LocLLMProcessor(_Processor):
     """A LocLLM model's image processor, prompt builder, coordinate codec and answer grammar.
@@ -196,6 +210,86 @@ class LocLLMProcessor(_Processor):
     def pad(self, sequences: list[list[int]], side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
         """Token id lists -> ``(B, T)`` ids and attention mask, padded with this tokenizer's pad id."""
         return pad_sequences(sequences, self.pad_token_id, side)
+
+    # -- prompts ------------------------------------------------------------------------------------
+    @property
+    def eos_token_id(self) -> int:
+        """The token that ends every answer and caption."""
+        return self.builder.eos_token_id
+
+    @property
+    def image_token_id(self) -> int:
+        """The prompt's image placeholder, where the model puts the image features."""
+        return self.builder.image_token_id
+
+    def check_image_token(self, model_image_token_id: int) -> None:
+        """Raise ValueError unless the model (its config's ``image_token_id``) reads the image at this
+        tokenizer's image placeholder."""
+        if self.image_token_id != model_image_token_id:
+            raise ValueError(f"tokenizer maps {self.builder.style.image_token!r} to {self.image_token_id}, the model "
+                             f"expects {model_image_token_id}")
+
+    def prompt_ids(self, keypoints: Iterable[Keypoint]) -> tuple[list[int], list[list[int]]]:
+        """The ids asking for each keypoint about one image: the prefix every sequence starts with (BOS and the
+        image tokens), and per keypoint its query up to ``Answer:``. The full prompt of a keypoint is
+        ``prefix + query``."""
+        return self.builder.prefix_ids(), [self.builder.query_ids(keypoint) for keypoint in keypoints]
+
+    def unit_token_ids(self) -> dict[str, int]:
+        """The single-token ids of the answer's digits and punctuation (``"0123456789.,[]"``)."""
+        return self.builder.unit_token_ids()
+
+    # -- training -----------------------------------------------------------------------------------
+    def training_example(self, rounds: Sequence[tuple[Keypoint, Sequence[float]]],
+                         supervise_depth: bool | None = None) -> dict[str, list[int]]:
+        """One multi-round conversation: the image prefix, then per round the keypoint's query and its answer.
+
+        Args:
+            rounds: ``(keypoint, coordinates)`` per round: x and y normalized to the crop, and with a 3D codec
+                the root-relative depth in mm (NaN where unknown: the codec writes its filler depth).
+            supervise_depth: whether a 3D answer's depth is supervised; ``None``: iff it is known.
+
+        Returns:
+            ``{"input_ids": [L], "labels": [L]}``, labels ``IGNORE_INDEX`` except the supervised answer
+            tokens and each round's EOS (:meth:`PromptBuilder.training_example`).
+        """
+        return self.builder.training_example(
+            [(keypoint, self.codec.answer_pieces(coords, supervise_depth=supervise_depth)) for keypoint, coords in rounds])
+
+    def caption_example(self, caption: str) -> dict[str, list[int]]:
+        """The image prefix, then ``caption`` and EOS, which alone are supervised (LLaVA's "plain" pretraining
+        template)."""
+        caption_ids = self.tokenizer.encode(caption, add_special_tokens=False) + [self.eos_token_id]
+        prefix = self.builder.prefix_ids()
+        return {"input_ids": prefix + caption_ids, "labels": [IGNORE_INDEX] * len(prefix) + caption_ids}
+
+    # -- answers ------------------------------------------------------------------------------------
+    def decode_answers(self, token_ids: Sequence[Sequence[int]]) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Generated answers (one id list each, special tokens skipped) -> their texts (stripped), coordinates
+        (Q, ndim) in [0, 1) of the crop (depth in mm), NaN where an answer does not parse, and valid (Q,)."""
+        texts = [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in token_ids]
+        coords, valid = self.codec.decode_batch(texts)
+        return texts, coords, valid
+
+    def subdigit_coordinates(self, steps: Steps) -> np.ndarray:
+        """(Q, ndim) coordinates read from the answers' digit distributions ``steps`` by the boundary-aware
+        expectation around each value's first digit (:func:`~locllm.codecs.reading.subdigit_values`)."""
+        return self.codec.values_to_coordinates(subdigit_values(steps, self.codec))
+
+    def beam_coordinates(self, greedy_steps: Steps, runner_up_steps: Steps) -> np.ndarray:
+        """(Q, ndim) coordinates from a beam of two over each value's first digit: the greedy answers' steps and
+        those of the answers that took the runner-up first digit (:func:`~locllm.codecs.reading.beam_values`)."""
+        return self.codec.values_to_coordinates(beam_values(greedy_steps, runner_up_steps, self.codec))
+
+    def value_scores(self, token_ids: Sequence[Sequence[int]], step_probs: torch.Tensor) -> np.ndarray:
+        """(Q, ndim) the reference's score of each value an answer wrote: the mean probability (``step_probs``
+        (Q, steps)) of the tokens whose text overlaps it; NaN for a value not written."""
+        scores = np.full((len(token_ids), self.ndim), np.nan)
+        for row, ids in enumerate(token_ids):
+            ends = [len(self.tokenizer.decode(ids[: t + 1], skip_special_tokens=True)) for t in range(len(ids))]
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            scores[row] = span_scores(self.codec, text, ends, step_probs[row])
+        return scores
 
 
 __all__ = ["DESCRIPTIONS_FILE", "PROCESSOR_FILE", "write_descriptions", "CropRegions", "LocLLMImageProcessor", "LocLLMProcessor", "PersonCrops"]

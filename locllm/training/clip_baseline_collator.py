@@ -19,7 +19,7 @@ class CLIPBaselineCollator:
     augmentations, so a batch is the same whichever process builds it. Texts are encoded once per batch.
 
     Args:
-        processor: the model's crops, keypoint texts and heatmap codec.
+        processor: the model's ``pixel_values``, keypoint texts and heatmap targets.
 
     Returns (from ``__call__``): ``pixel_values`` (B, 3, S, S); ``input_ids`` / ``attention_mask`` (T, L) of
     the batch's distinct keypoint texts; ``image_index`` / ``text_index`` (Q,); ``target_heatmaps``
@@ -34,13 +34,10 @@ class CLIPBaselineCollator:
         self.seed = seed
 
     def __call__(self, items) -> dict[str, torch.Tensor]:
-        size = self.processor.image_processor.image_size
+        pixel_values = self.processor.pixel_values([sample.image for _, _, sample in items])
         texts: dict[str, int] = {}
-        image_index, text_index, points, crops = [], [], [], []
+        image_index, text_index, points = [], [], []
         for row, (epoch, index, sample) in enumerate(items):
-            if sample.image.shape != (size, size, 3):
-                raise ValueError(f"a crop has shape {sample.image.shape} but the model takes ({size}, {size}, 3) "
-                                 "images; set data.crop_size to the model's image size")
             candidates = np.flatnonzero(sample.visible)
             if len(candidates) == 0:
                 raise ValueError(f"sample {sample.image_id} has no visible keypoint to ask; training datasets "
@@ -53,12 +50,10 @@ class CLIPBaselineCollator:
                 text_index.append(texts.setdefault(text, len(texts)))
                 image_index.append(row)
                 points.append(sample.joints[k, :2])
-            crops.append(sample.image)
         input_ids, attention_mask = self.processor.tokenize_texts(list(texts))
-        target_heatmaps, target_weights = self.processor.codec.encode(np.stack(points),
-                                                                      np.ones(len(points), dtype=bool))
+        target_heatmaps, target_weights = self.processor.heatmap_targets(np.stack(points))
         return {
-            "pixel_values": self.processor.image_processor.normalize(crops),
+            "pixel_values": pixel_values,
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "image_index": torch.tensor(image_index, dtype=torch.long),

@@ -32,9 +32,9 @@ class TrainingCollator:
     """Build a training batch from ``(epoch, index, sample)`` items (what the trainer's loader yields).
 
     Args:
-        processor: the model's crops (normalized with its mean and std), conversation ids and labels
-            (its prompt builder), answer text (its codec, whose ``ndim`` decides 2D or 3D answers) and
-            pad id (``input_ids`` are right-padded with it, labels with ``IGNORE_INDEX``).
+        processor: the model's ``pixel_values``, conversation ids and labels (``training_example``,
+            ``caption_example``; its ``ndim`` decides 2D or 3D answers) and padding (``input_ids`` are
+            right-padded with its pad id, labels with ``IGNORE_INDEX``).
         max_rounds: keypoints asked per sample (the paper: 5).
         seed: with epoch and index, seeds each sample's choice of keypoints.
         supervise_unknown_depth: 3D only: also supervise the filler depth of samples without depth
@@ -62,8 +62,6 @@ class TrainingCollator:
         if max_rounds < 1:
             raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
         self.processor = processor
-        self.builder = processor.builder
-        self.codec = processor.codec
         self.max_rounds = max_rounds
         self.seed = seed
         self.supervise_unknown_depth = supervise_unknown_depth
@@ -74,18 +72,15 @@ class TrainingCollator:
         examples, crops = [], []
         for epoch, index, sample in items:
             if isinstance(sample, CaptionSample):
-                examples.append(self.caption_example(sample))
+                # the sample's instruction is left out: stage 1 only aligns image features with text
+                examples.append(self.processor.caption_example(sample.caption))
             else:
                 rng = np.random.default_rng([self.seed, epoch, index, ROUND_CHOICE_STREAM])
                 examples.append(self.keypoint_example(sample, rng))
             crops.append(sample.image)
-        size = self.processor.image_processor.image_size
-        for crop in crops:
-            if crop.shape != (size, size, 3):
-                raise ValueError(f"a crop has shape {crop.shape} but the model takes ({size}, {size}, 3) images; "
-                                 "set data.crop_size to the model's image size")
+        pixel_values = self.processor.pixel_values(crops)
         batch = self.pad(examples)
-        batch["pixel_values"] = self.processor.image_processor.normalize(crops)
+        batch["pixel_values"] = pixel_values
         if self.answer_choices is not None:
             choice_ids = torch.tensor(self.answer_choices.choice_ids)
             after_ids = torch.tensor(self.answer_choices.after_ids)
@@ -112,25 +107,14 @@ class TrainingCollator:
         for k in chosen:
             x, y, depth = (float(v) for v in sample.joints[k])
             coords = [x / width, y / height]
-            if self.codec.ndim == 3:
+            if self.processor.ndim == 3:
                 coords.append(depth if sample.has_depth else math.nan)  # NaN: the codec writes its filler
-            rounds.append((sample.keypoints[k], self.codec.answer_pieces(coords, supervise_depth=supervise_depth)))
-        example = self.builder.training_example(rounds)
+            rounds.append((sample.keypoints[k], coords))
+        example = self.processor.training_example(rounds, supervise_depth)
         if self.first_decimal is not None:
             example["first_decimal_group"] = self.first_decimal.groups(
                 example["input_ids"], example["labels"], [keypoint.name for keypoint, _ in rounds])
         return example
-
-    def caption_example(self, sample: CaptionSample) -> dict[str, list[int]]:
-        """The image prefix, then the caption and EOS (supervised).
-
-        The sample's instruction is left out, as LLaVA's "plain" pretraining template does: stage 1 only
-        aligns image features with text.
-        """
-        tokenizer = self.builder.tokenizer
-        caption_ids = tokenizer.encode(sample.caption, add_special_tokens=False) + [self.builder.eos_token_id]
-        prefix = self.builder.prefix_ids()
-        return {"input_ids": prefix + caption_ids, "labels": [IGNORE_INDEX] * len(prefix) + caption_ids}
 
     def pad(self, examples: Sequence[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
         """Right-pad to the longest example: ids with the pad id, labels with ``IGNORE_INDEX``."""

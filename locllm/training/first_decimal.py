@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..models.modeling_locllm import loss_targets
 from ..prompts import IGNORE_INDEX
 
 NOT_A_FIRST_DECIMAL = -1
@@ -66,14 +67,10 @@ class FirstDecimalMonitor:
     def record(self, groups: torch.Tensor, batch: dict[str, torch.Tensor], logits: torch.Tensor) -> None:
         """One micro-batch: ``groups`` (B, T - 1) from :meth:`groups`, ``logits`` the training loss's (one row
         per position it supervised, in row-major order: the whole vocabulary, or the answer choices
-        ``batch["answer_choice_ids"]`` at ``batch["answer_choice_mask"]``)."""
+        ``batch["answer_choice_ids"]`` at ``batch["answer_choice_mask"]``), whose columns are read by the
+        loss's own rule (:func:`~locllm.models.modeling_locllm.loss_targets`)."""
         targets = batch["labels"][:, 1:]
-        if "answer_choice_mask" in batch:
-            supervised = batch["answer_choice_mask"]
-            columns = (targets[supervised][:, None] == batch["answer_choice_ids"]).int().argmax(dim=1)
-        else:
-            supervised = targets != IGNORE_INDEX
-            columns = targets[supervised]
+        supervised, columns = loss_targets(targets, batch.get("answer_choice_ids"), batch.get("answer_choice_mask"))
         rows = groups[supervised]
         counted = rows != NOT_A_FIRST_DECIMAL
         if not counted.any():

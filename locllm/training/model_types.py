@@ -35,7 +35,7 @@ from ..models.tiny import locllm_config
 from ..models.vision import build_vision_tower
 from ..prompts import IGNORE_INDEX, PromptStyle, build_char_tokenizer
 from ..prompts.demo_tokenizer import build_demo_tokenizer
-from ..prompts.grammar import answer_choices, build_answer_grammar
+from ..prompts.grammar import answer_choices
 from .checkpoint import latest_checkpoint
 from .clip_baseline_collator import CLIPBaselineCollator
 from .collator import TrainingCollator
@@ -266,11 +266,11 @@ def locllm_collator(config: TrainConfig, model: LocLLMForKeypointLocalization, p
                     keypoint_names: list[str]) -> TrainingCollator:
     choices = None
     if config.optim.loss == "answer_vocab":
-        choices = answer_choices(build_answer_grammar(processor.builder, processor.codec))
+        choices = answer_choices(processor.grammar)
     first_decimal = None
     if config.logging.first_decimal:
-        first_decimal = FirstDecimalMonitor(processor.builder.unit_token_ids(), processor.builder.eos_token_id,
-                                            keypoint_names, processor.codec.ndim)
+        first_decimal = FirstDecimalMonitor(processor.unit_token_ids(), processor.eos_token_id, keypoint_names,
+                                            processor.ndim)
     return TrainingCollator(processor, max_rounds=config.prompt.max_rounds, seed=config.seed,
                             supervise_unknown_depth=config.prompt.supervise_unknown_depth, answer_choices=choices,
                             first_decimal=first_decimal)
