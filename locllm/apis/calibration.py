@@ -16,10 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data.outputs import check_not_replacing
-from ..models.calibration import CALIBRATION_FILE, Calibration
 from ..evaluation.calibration import scores_and_hits
 from ..evaluation.loop import ask_task
 from ..evaluation.tasks import CustomTask, asked_keypoints, build_task
+from ..models.calibration import CALIBRATION_FILE, Calibration
 
 RAW_CONFIDENCE = Calibration((0.0, 1.0), (0.0, 1.0))  # score="calibrated" with it reports the raw confidence
 ABOUT = {"feature": "first-digit mass of the greedy digit and its neighbours, x times y",

@@ -15,8 +15,8 @@ import torch
 
 from ..codecs.reading import keypoint_confidence
 from ..keypoints import KeypointSet
-from ..models.processing_locllm import LocLLMProcessor
 from ..models.calibration import Calibration
+from ..models.processing_locllm import LocLLMProcessor
 from .decoding import DecodedAnswers, fast_decode, reference_decode
 from .refinement import DecodingOptions, first_value_steps, fuse_flipped, value_steps
 

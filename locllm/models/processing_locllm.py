@@ -1,24 +1,26 @@
 """Everything around a model that is not the model, as one object per model (transformers' ``LlavaProcessor``).
 
-    person box -> crop -> normalized pixels (image processor)        keypoint -> prompt ids (tokenizer)
-    model output -> coordinates (codec) -> image pixels (image processor)
+    image + person regions -> crops -> pixel_values (image processor)     keypoints -> prompt ids (prompt builder)
+    answer tokens -> texts -> coordinates in the crop (codec) -> image pixels, stand-ins where unanswered
 
-- :class:`LocLLMImageProcessor`: the crop geometry (box -> normalized crop tensor, crop -> image
-  pixels); the geometry itself lives in ``locllm.data.geometry``.
+- :class:`LocLLMImageProcessor` (:mod:`.image_processing_locllm`): the person path's geometry, both ways.
 - :class:`LocLLMProcessor`: the image processor, the tokenizer with its :class:`PromptBuilder`, the
-  coordinate codec and the answer grammar of a LocLLM model.
+  coordinate codec and the answer grammar of a LocLLM model; callers ask it (prompts, training examples,
+  answers read as coordinates), never its parts.
 - The CLIP baseline's processor (:mod:`locllm.models.processing_clip_baseline`) shares their base,
   ``_Processor``.
 
-A processor is saved with a checkpoint (``processor_config.json`` next to the tokenizer files) and
-loaded with ``from_pretrained(folder)``; a checkpoint without that file (every one written before it
+A processor holds and writes every non-weight file of a checkpoint: ``processor_config.json``, the tokenizer
+files, ``descriptions.json`` and ``calibration.json``; saving a checkpoint is "model + processor". It is loaded
+with ``from_pretrained(folder)``; a checkpoint without ``processor_config.json`` (every one written before it
 existed) gets the same processor from its ``config.json`` and tokenizer.
 
 Example:
     >>> processor = LocLLMProcessor.from_pretrained("locllm/assets/demo")
-    >>> crops = processor.image_processor.crop_persons(image, boxes)  # (B, 3, S, S) pixel_values
-    >>> prompt = processor.builder.inference_ids(knee)  # ids asking for one keypoint
-    >>> coords, valid = processor.codec.decode("[0.412,0.655]")
+    >>> crops = processor(image, boxes)  # pixel_values (B, 3, S, S) and the regions they were cut from
+    >>> prefix, queries = processor.prompt_ids([knee])  # ids asking for one keypoint
+    >>> texts, coords, valid = processor.decode_answers(answer_token_ids)  # (N, ndim) in [0, 1) of the crop
+    >>> keypoints = processor.post_process(coords.reshape(B, K, -1), crops.regions, valid.reshape(B, K))
 """
 
 from __future__ import annotations
@@ -91,6 +93,17 @@ class _Processor(ABC):
         """(B, 2) where each region's unanswered keypoints go (:meth:`LocLLMImageProcessor.stand_ins`)."""
         return self.image_processor.stand_ins(regions)
 
+    def pixel_values(self, crops: list[np.ndarray]) -> torch.Tensor:
+        """(S, S, 3) uint8 RGB crops -> the model's ``pixel_values`` (B, 3, S, S), normalized with the image
+        processor's mean and std; a crop of another size is a ValueError (the data's crop size must be the
+        model's image size)."""
+        size = self.image_size
+        for crop in crops:
+            if crop.shape != (size, size, 3):
+                raise ValueError(f"a crop has shape {crop.shape} but the model takes ({size}, {size}, 3) images; "
+                                 "set data.crop_size to the model's image size")
+        return self.image_processor.normalize(crops)
+
     @abstractmethod
     def to_dict(self) -> dict:
         """What ``processor_config.json`` holds (besides ``processor_class``)."""
@@ -147,24 +160,6 @@ class _Processor(ABC):
         processor.descriptions = load_checkpoint_descriptions(descriptions) if descriptions.is_file() else None
         processor.calibration = Calibration.load(folder) if calibration else None
         return processor
-
-
-def write_descriptions(folder: str | Path, descriptions: dict[str, str]) -> None:
-    """A checkpoint's keypoint table ``{name: description}`` as its ``descriptions.json`` (what
-    :meth:`_Processor.from_pretrained` reads; also written for models without a processor)."""
-    (Path(folder) / DESCRIPTIONS_FILE).write_text(json.dumps(descriptions, indent=2, ensure_ascii=False) + "\n",
-                                                 encoding="utf-8")
-
-    def pixel_values(self, crops: list[np.ndarray]) -> torch.Tensor:
-        """(S, S, 3) uint8 RGB crops -> the model's ``pixel_values`` (B, 3, S, S), normalized with the image
-        processor's mean and std; a crop of another size is a ValueError (the data's crop size must be the
-        model's image size)."""
-        size = self.image_size
-        for crop in crops:
-            if crop.shape != (size, size, 3):
-                raise ValueError(f"a crop has shape {crop.shape} but the model takes ({size}, {size}, 3) images; "
-                                 "set data.crop_size to the model's image size")
-        return self.image_processor.normalize(crops)
 
 
 class LocLLMProcessor(_Processor):
@@ -292,4 +287,14 @@ class LocLLMProcessor(_Processor):
         return scores
 
 
-__all__ = ["DESCRIPTIONS_FILE", "PROCESSOR_FILE", "write_descriptions", "CropRegions", "LocLLMImageProcessor", "LocLLMProcessor", "PersonCrops"]
+def write_descriptions(folder: str | Path, descriptions: dict[str, str]) -> None:
+    """A checkpoint's keypoint table ``{name: description}`` as its ``descriptions.json`` (what
+    :meth:`_Processor.from_pretrained` reads; also written for models without a processor)."""
+    (Path(folder) / DESCRIPTIONS_FILE).write_text(json.dumps(descriptions, indent=2, ensure_ascii=False) + "\n",
+                                                 encoding="utf-8")
+
+
+__all__ = [
+    "DESCRIPTIONS_FILE", "PROCESSOR_FILE", "CropRegions", "LocLLMImageProcessor", "LocLLMProcessor", "PersonCrops",
+    "write_descriptions",
+]

@@ -14,8 +14,8 @@ from locllm.apis.calibration import CalibrationScenes, calibrate
 from locllm.apis.demo import demo_checkpoint
 from locllm.cli import main
 from locllm.engine import Localizer
-from locllm.models.calibration import CALIBRATION_FILE, Calibration
 from locllm.engine.refinement import DecodingOptions
+from locllm.models.calibration import CALIBRATION_FILE, Calibration
 from locllm.models.configuration_clip_baseline import clip_baseline_config
 from locllm.models.modeling_base import checkpoint_weights_sha256
 

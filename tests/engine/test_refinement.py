@@ -10,9 +10,9 @@ import torch
 from locllm.codecs.reading import beam_values, keypoint_confidence, subdigit_values
 from locllm.codecs.text import DecimalCodec, LocationTokenCodec
 from locllm.engine import Localizer
-from locllm.models.calibration import Calibration
 from locllm.engine.decoding import DecodedAnswers
 from locllm.engine.refinement import DecodingOptions, first_value_steps, fuse_flipped, value_steps
+from locllm.models.calibration import Calibration
 from locllm.models.modeling_base import checkpoint_weights_sha256
 
 

@@ -23,8 +23,8 @@ from locllm.cli import main
 from locllm.data.images import ImageReadError, ImageTooLargeError, read_image_rgb
 from locllm.data.synth import generate_synthpose
 from locllm.engine import Localizer
-from locllm.models.calibration import CALIBRATION_FILE, Calibration
 from locllm.models import LocLLMConfig
+from locllm.models.calibration import CALIBRATION_FILE, Calibration
 from locllm.models.processing_locllm import LocLLMProcessor
 from locllm.serve.app import localize_request
 from locllm.viz import draw_keypoints
