@@ -16,7 +16,7 @@ existed) gets the same processor from its ``config.json`` and tokenizer.
 
 Example:
     >>> processor = LocLLMProcessor.from_pretrained("locllm/assets/demo")
-    >>> crops = processor.image_processor.crop_persons(image, boxes)  # (B, 3, S, S) pixel_values
+    >>> crops = processor(image, boxes)  # PersonCrops: pixel_values (B, 3, S, S), regions
     >>> prompt = processor.builder.inference_ids(knee)  # ids asking for one keypoint
     >>> coords, valid = processor.codec.decode("[0.412,0.655]")
 """
@@ -79,6 +79,14 @@ class _Processor(ABC):
     def stand_ins(self, regions: CropRegions) -> np.ndarray:
         """(B, 2) where each region's unanswered keypoints go (:meth:`LocLLMImageProcessor.stand_ins`)."""
         return self.image_processor.stand_ins(regions)
+
+    def crop_settings(self) -> dict:
+        """How a person box becomes a crop (``image_size``, ``box_scale_factor``, ``pixel_std``): what a
+        predictions file records, so that a :class:`LocLLMImageProcessor` made from it places a box's
+        unanswered keypoints later (the COCO results)."""
+        image_processor = self.image_processor
+        return {"image_size": int(image_processor.image_size), "box_scale_factor": float(image_processor.box_scale_factor),
+                "pixel_std": float(image_processor.pixel_std)}
 
     @abstractmethod
     def to_dict(self) -> dict:
