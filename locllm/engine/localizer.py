@@ -70,7 +70,8 @@ def strategy(model_type: str) -> Strategy:
 class PersonKeypoints:
     """The answer for one person.
 
-    ``keypoints`` (K, 2) image pixels x, y (3D models: (K, 3) with root-relative depth in mm), NaN
+    ``box`` (4,) x, y, w, h in image pixels: the person box asked about (asked by a data set's region, the square
+    of the image its crop shows); ``keypoints`` (K, 2) image pixels x, y (3D models: (K, 3) with root-relative depth in mm), NaN
     where the answer did not parse; ``scores`` (K,) in [0, 1] (0 where invalid); ``valid`` (K,);
     ``score`` the person's mean keypoint score; ``error`` says why a person got no answer at all
     (e.g. an empty box), in which case the arrays are NaN / zero. ``unreadable`` names the keypoints whose

@@ -159,19 +159,13 @@ def _ask(localizer, task: EvaluationTask, items: list[EvalItem], mode: str, batc
 
     def ask_batch() -> None:
         by_image = _by_image(batch)
-        people = localizer.localize_many([image for image, _ in by_image], [_regions(group) for _, group in by_image],
+        people = localizer.localize_many([image for image, _ in by_image], [crop_regions(group) for _, group in by_image],
                                          task.keypoints, mode, stand_ins=True)
         for (_, group), persons in zip(by_image, people, strict=True):
             for item, person in zip(group, persons, strict=True):
                 emit(_record(item, person.keypoints, np.where(person.valid, person.scores, 0.0), person.valid,
                              person.answers))
         batch.clear()
-
-    def unanswered(item: EvalItem, error: str, detail: str) -> dict:
-        k = len(task.keypoints)
-        keypoints = np.zeros((k, task.ndim))
-        keypoints[:, :2] = localizer.processor.stand_ins(_regions([item]))[0]
-        return _record(item, keypoints, np.zeros(k), np.zeros(k, dtype=bool), [""] * k, error, detail)
 
     image_path, image, image_error = None, None, None
     for item in items:
@@ -184,9 +178,9 @@ def _ask(localizer, task: EvaluationTask, items: list[EvalItem], mode: str, batc
                 image_error = str(error)
                 logger.warning("%s: its persons get no answer", error)
         if image_error is not None:
-            emit(unanswered(item, UNREADABLE_IMAGE, image_error))
+            emit(_unanswered(localizer, task, item, UNREADABLE_IMAGE, image_error))
         elif item.problem is not None:
-            emit(unanswered(item, UNUSABLE_BOX, item.problem))
+            emit(_unanswered(localizer, task, item, UNUSABLE_BOX, item.problem))
         else:
             batch.append((item, image))
             if len(batch) == batch_size:
@@ -208,10 +202,18 @@ def _by_image(batch: list[tuple[EvalItem, np.ndarray]]) -> list[tuple[np.ndarray
     return groups
 
 
-def _regions(items: list[EvalItem]) -> CropRegions:
-    """Where the task cuts these persons' crops (its own center / scale convention)."""
+def crop_regions(items: list[EvalItem]) -> CropRegions:
+    """Where a task cuts these persons' crops (its own center / scale convention), to ask the localizer with."""
     return CropRegions.of([item.center for item in items], [item.scale for item in items],
                           [item.pixel_std for item in items])
+
+
+def _unanswered(localizer, task: EvaluationTask, item: EvalItem, error: str, detail: str) -> dict:
+    """A person not asked about: every keypoint at its stand-in (the processor's ``stand_ins``), depth 0, score 0."""
+    k = len(task.keypoints)
+    keypoints = np.zeros((k, task.ndim))
+    keypoints[:, :2] = localizer.processor.stand_ins(crop_regions([item]))[0]
+    return _record(item, keypoints, np.zeros(k), np.zeros(k, dtype=bool), [""] * k, error, detail)
 
 
 def _record(item: EvalItem, keypoints: np.ndarray, scores, valid, answers, error=None, detail=None) -> dict:

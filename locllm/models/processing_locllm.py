@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from abc import ABC, abstractmethod
 from functools import cached_property
@@ -175,6 +176,12 @@ class LocLLMProcessor(_Processor):
     def pad(self, sequences: list[list[int]], side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
         """Token id lists -> ``(B, T)`` ids and attention mask, padded with this tokenizer's pad id."""
         return pad_sequences(sequences, self.pad_token_id, side)
+
+    def with_style(self, **changes) -> LocLLMProcessor:
+        """This processor with its prompt style changed (``changes``: :class:`PromptStyle` fields, e.g.
+        ``with_description=False``): the same model asked another way."""
+        return LocLLMProcessor(self.image_processor, self.tokenizer, dataclasses.replace(self.builder.style, **changes),
+                               self.codec, self.builder.num_image_tokens)
 
 
 __all__ = ["PROCESSOR_FILE", "CropRegions", "LocLLMImageProcessor", "LocLLMProcessor", "PersonCrops"]
