@@ -27,8 +27,8 @@ def write_coco_results(predictions: str | Path, out: str | Path) -> Path:
     def write(temporary: Path) -> None:
         with Path(predictions).open(encoding="utf-8") as lines, temporary.open("w", encoding="utf-8") as file:
             crop = json.loads(next(lines))["header"]["crop"]
-            image_processor = LocLLMImageProcessor(image_size=crop["image_size"],
-                                                   box_scale_factor=crop["box_scale_factor"], pixel_std=crop["pixel_std"])
+            image_processor = LocLLMImageProcessor(image_size=crop["image_size"], pixel_std=crop["pixel_std"],
+                                                   box_scale_factor=crop["box_scale_factor"])
             file.write("[")
             separator = "\n"
             for line in lines:

@@ -70,11 +70,11 @@ def strategy(model_type: str) -> Strategy:
 class PersonKeypoints:
     """The answer for one person.
 
-    ``box`` (4,) x, y, w, h in image pixels: the person box asked about (asked by a data set's region, the square
-    of the image its crop shows); ``keypoints`` (K, 2) image pixels x, y (3D models: (K, 3) with root-relative depth in mm), NaN
-    where the answer did not parse; ``scores`` (K,) in [0, 1] (0 where invalid); ``valid`` (K,);
-    ``score`` the person's mean keypoint score; ``error`` says why a person got no answer at all
-    (e.g. an empty box), in which case the arrays are NaN / zero. ``unreadable`` names the keypoints whose
+    ``box`` (4,) x, y, w, h in image pixels: the person box asked about (asked by a data set's region, the
+    square of the image its crop shows); ``keypoints`` (K, 2) image pixels x, y (3D models: (K, 3) with
+    root-relative depth in mm), NaN where the answer did not parse; ``scores`` (K,) in [0, 1] (0 where
+    invalid); ``valid`` (K,); ``score`` the person's mean keypoint score; ``error`` says why a person got no
+    answer at all (e.g. an empty box), in which case the arrays are NaN / zero. ``unreadable`` names the keypoints whose
     question the model's tokenizer could not read (:meth:`Localizer.unreadable_keypoints`): their answers are
     kept, their scores are 0, not a confidence in an answer to a question never read.
     """
@@ -320,7 +320,8 @@ class Localizer:
         height, width = pixels.shape[:2]
         if persons is None and self.detector is not None:
             persons = self.detect(pixels).boxes
-        image_boxes = np.array([[0, 0, width, height]] if persons is None else persons, dtype=np.float64).reshape(-1, 4)
+        image_boxes = np.array([[0, 0, width, height]] if persons is None else persons,
+                               dtype=np.float64).reshape(-1, 4)
         return image_boxes, image_boxes, [self.check_box(box, width, height) for box in image_boxes]
 
     def unreadable_keypoints(self, keypoints) -> list[str]:

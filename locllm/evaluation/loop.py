@@ -159,8 +159,8 @@ def _ask(localizer, task: EvaluationTask, items: list[EvalItem], mode: str, batc
 
     def ask_batch() -> None:
         by_image = _by_image(batch)
-        people = localizer.localize_many([image for image, _ in by_image], [crop_regions(group) for _, group in by_image],
-                                         task.keypoints, mode, stand_ins=True)
+        images, regions = [image for image, _ in by_image], [crop_regions(group) for _, group in by_image]
+        people = localizer.localize_many(images, regions, task.keypoints, mode, stand_ins=True)
         for (_, group), persons in zip(by_image, people, strict=True):
             for item, person in zip(group, persons, strict=True):
                 emit(_record(item, person.keypoints, np.where(person.valid, person.scores, 0.0), person.valid,

@@ -86,7 +86,8 @@ class _Processor(ABC):
         predictions file records, so that a :class:`LocLLMImageProcessor` made from it places a box's
         unanswered keypoints later (the COCO results)."""
         image_processor = self.image_processor
-        return {"image_size": int(image_processor.image_size), "box_scale_factor": float(image_processor.box_scale_factor),
+        return {"image_size": int(image_processor.image_size),
+                "box_scale_factor": float(image_processor.box_scale_factor),
                 "pixel_std": float(image_processor.pixel_std)}
 
     @abstractmethod
@@ -180,8 +181,8 @@ class LocLLMProcessor(_Processor):
     def with_style(self, **changes) -> LocLLMProcessor:
         """This processor with its prompt style changed (``changes``: :class:`PromptStyle` fields, e.g.
         ``with_description=False``): the same model asked another way."""
-        return LocLLMProcessor(self.image_processor, self.tokenizer, dataclasses.replace(self.builder.style, **changes),
-                               self.codec, self.builder.num_image_tokens)
+        style = dataclasses.replace(self.builder.style, **changes)
+        return LocLLMProcessor(self.image_processor, self.tokenizer, style, self.codec, self.builder.num_image_tokens)
 
 
 __all__ = ["PROCESSOR_FILE", "CropRegions", "LocLLMImageProcessor", "LocLLMProcessor", "PersonCrops"]
