@@ -10,23 +10,23 @@ on its folder (raw confidence -> within PCK@0.1, isotonic) and saves it as ``cal
 weights, as ``locllm calibrate CHECKPOINT --data FOLDER`` does (an existing one only with ``--overwrite``); the
 measured sets must be other scenes. The model's answers are computed once per crop and pass
 (original, mirrored) and shared by the rows (a cache around ``fast_decode``); ms/person is timed apart,
-uncached, on the first ``--timing-persons`` persons of the first set.
+uncached, on the first ``--timing-persons`` persons of the first set (their images read beforehand; cutting
+the crops is timed with the answers, as the evaluation loop does it).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from locllm.apis.calibration import CalibrationScenes, calibrate
 from locllm.apis.demo import demo_checkpoint
-from locllm.data.geometry import crop_image
 from locllm.data.images import read_image_rgb
 from locllm.engine import Localizer, text_answerer
 from locllm.engine.refinement import DecodingOptions
@@ -35,7 +35,7 @@ from locllm.evaluation.calibration import (
     expected_calibration_error,
     scores_and_hits,
 )
-from locllm.evaluation.loop import ask_task
+from locllm.evaluation.loop import ask_task, crop_regions
 
 ROWS = {
     "greedy (paper)": DecodingOptions(),
@@ -83,23 +83,22 @@ def run_rows(localizer: Localizer, scenes: CalibrationScenes) -> tuple[dict, dic
 
 
 def time_rows(localizer: Localizer, scenes: CalibrationScenes, persons: int, cache: dict, rounds: int) -> dict:
-    """Uncached ms/person per row on the first ``persons`` persons (batches of 8, after one warm-up batch): the
-    fastest of ``rounds`` rounds, the rows interleaved, so that a busy shared machine disturbs them alike."""
+    """Uncached ms/person per row on the first ``persons`` persons (batches of 8, after a warm-up on the first
+    image's persons): the fastest of ``rounds`` rounds, the rows interleaved, so that a busy shared machine
+    disturbs them alike."""
     text_answerer.fast_decode = cache["original"]
-    size = int(localizer.config.image_size)
-    crops = []
-    for item in scenes.coco.items[:persons]:
-        image = read_image_rgb(scenes.coco.image_root / item.file_name)
-        crops.append(crop_image(image, item.center, item.scale, 0.0, size, pixel_std=item.pixel_std))
-    crops = np.stack(crops)
-    localizer.localize_crops(crops[:8], scenes.coco.keypoints)
+    images, regions = [], []  # the persons of one image are consecutive
+    for file_name, items in itertools.groupby(scenes.coco.items[:persons], key=lambda item: item.file_name):
+        images.append(read_image_rgb(scenes.coco.image_root / file_name))
+        regions.append(crop_regions(list(items)))
+    localizer.localize_many(images[:1], regions[:1], scenes.coco.keypoints)
     timing = {name: float("inf") for name in ROWS}
     for _ in range(rounds):
         for name, options in ROWS.items():
             localizer.answerer.options = options
             start = time.perf_counter()
-            localizer.localize_crops(crops, scenes.coco.keypoints)
-            timing[name] = min(timing[name], round(1000 * (time.perf_counter() - start) / len(crops), 1))
+            localizer.localize_many(images, regions, scenes.coco.keypoints)
+            timing[name] = min(timing[name], round(1000 * (time.perf_counter() - start) / sum(map(len, regions)), 1))
     for name, ms in timing.items():
         print(f"  {name:30s} {ms} ms/person", flush=True)
     return timing

@@ -40,6 +40,7 @@ from novel_keypoints_criteria import (
 from locllm.data.synth.demo import CROP_SIZE, DEFAULT_DIFFICULTY, make_crops
 from locllm.engine import Localizer
 from locllm.keypoints import COCO_KEYPOINTS
+from locllm.models.processing_locllm import CropRegions
 from locllm.prompts import IGNORE_INDEX
 from locllm.training.checkpoint import list_checkpoints
 
@@ -70,7 +71,7 @@ def answers(checkpoint: Path, crops: np.ndarray, names: list[str]) -> np.ndarray
     """(M, len(names), 2) crop-pixel answers by the library's default decoding; NaN where unparsed."""
     localizer = Localizer.from_pretrained(checkpoint, device="cpu")
     with torch.no_grad():
-        found = localizer.localize_crops(crops, keypoints=names)
+        found = experiment.ask_crops(localizer, crops, names)
     return np.stack([np.where(a.valid[:, None], a.keypoints[:, :2], np.nan) for a in found])
 
 
@@ -79,6 +80,8 @@ def first_decimal_loss(checkpoint: Path, val: dict, seen: list[int]) -> float:
     labelled seen type per sequence (no earlier answer to lean on)."""
     localizer = Localizer.from_pretrained(checkpoint, device="cpu")
     processor, model = localizer.processor, localizer.model
+    # Teacher forcing writes the training example, as the trainer's collator does (locllm/training/collator.py):
+    # the prompt builder and the codec are the training side's, not the person path's.
     builder, codec = processor.builder, processor.codec
     digits = torch.tensor([builder.unit_token_ids()[d] for d in "0123456789"])
     point = builder.unit_token_ids()["."]
@@ -93,7 +96,7 @@ def first_decimal_loss(checkpoint: Path, val: dict, seen: list[int]) -> float:
         for row, example in enumerate(examples):
             labels[row, :len(example["labels"])] = torch.tensor(example["labels"])
         mask = torch.isin(labels[:, 1:], digits) & (input_ids[:, :-1] == point)
-        pixels = processor.image_processor.normalize([val["crops"][m] for m, _ in chunk])
+        pixels = torch.cat([processor(val["crops"][m], CropRegions.whole(CROP_SIZE)).pixel_values for m, _ in chunk])
         with torch.no_grad():
             loss = model(input_ids=input_ids, pixel_values=pixels, attention_mask=attention_mask, labels=labels,
                          supervised_logits_only=True, answer_choice_ids=digits, answer_choice_mask=mask).loss

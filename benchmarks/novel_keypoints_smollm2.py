@@ -47,7 +47,6 @@ in ``--out`` (data, tower, trained arms) are reused.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -79,7 +78,7 @@ from locllm.engine import Localizer
 from locllm.evaluation.pck import pck
 from locllm.keypoints import COCO_KEYPOINTS, EXTRA_KEYPOINTS, PAPER_HELD_OUT
 from locllm.models.gguf import resolve_base_path
-from locllm.models.processing_locllm import LocLLMImageProcessor, LocLLMProcessor
+from locllm.models.processing_locllm import CropRegions, LocLLMImageProcessor
 from locllm.models.vision import patch_features
 from locllm.training.checkpoint import latest_checkpoint, list_checkpoints
 from locllm.training.vision_pretrain import PatchClassifier, build_demo_tower
@@ -325,17 +324,21 @@ def scores(predicted: np.ndarray, valid: np.ndarray, val: dict) -> dict:
 
 def asking(localizer: Localizer, with_description: bool) -> Localizer:
     """The same model asked with or without the description turn, whichever way it was trained."""
-    processor = localizer.processor
-    style = dataclasses.replace(processor.builder.style, with_description=with_description)
-    return Localizer(localizer.model, LocLLMProcessor(processor.image_processor, processor.tokenizer, style,
-                                                      processor.codec, processor.builder.num_image_tokens),
+    return Localizer(localizer.model, localizer.processor.with_style(with_description=with_description),
                      descriptions=localizer.descriptions, device=DEVICE)
+
+
+def ask_crops(localizer: Localizer, crops: np.ndarray, keypoints, mode: str = "fast") -> list:
+    """One :class:`~locllm.engine.localizer.PersonKeypoints` per crop, keypoints in crop pixels: each crop (cut
+    by ``render_crop``, the model's size) is asked about as a whole, its own region."""
+    people = localizer.localize_many(list(crops), [CropRegions.whole(CROP_SIZE)] * len(crops), keypoints, mode)
+    return [person for (person,) in people]
 
 
 def answer_all(localizer: Localizer, crops: np.ndarray) -> np.ndarray:
     """(M, 23, 2) crop-pixel answers to every asked type, NaN where unparsed, by the default (greedy) decoding."""
     with torch.no_grad():
-        found = localizer.localize_crops(crops, keypoints=list(ASKED))
+        found = ask_crops(localizer, crops, list(ASKED))
     return np.stack([np.where(a.valid[:, None], a.keypoints[:, :2], np.nan) for a in found])
 
 
@@ -354,7 +357,8 @@ def evaluate_arm(checkpoint: Path, val: dict) -> tuple[dict, dict[str, np.ndarra
         figures[prompt]["malformed_answers"] = int((~valid).sum())
         figures[prompt]["ms_per_person"] = round(1000 * seconds / len(predicted), 1)
         hits[prompt] = pck_hits(predicted, val["points"], val["labelled"], CROP_SIZE)
-    trained_prompt = "with_description" if localizer.processor.builder.style.with_description else "name_only"
+    trained_style = localizer.processor.to_dict()["prompt_style"]
+    trained_prompt = "with_description" if trained_style["with_description"] else "name_only"
     shuffled = np.random.default_rng(0).permutation(len(val["crops"]))  # each crop asked about another's picture
     predicted = answer_all(asking(localizer, trained_prompt == "with_description"), val["crops"][shuffled])
     hits["shuffled_images"] = pck_hits(predicted, val["points"], val["labelled"], CROP_SIZE)
@@ -441,7 +445,7 @@ def decoding_parity(checkpoint: Path, val: dict, persons: int) -> dict:
         for mode in ("reference", "fast"):
             started = time.perf_counter()
             with torch.no_grad():
-                texts[mode] = [a.answers for a in localizer.localize_crops(val["crops"][:persons], list(ASKED), mode=mode)]
+                texts[mode] = [a.answers for a in ask_crops(localizer, val["crops"][:persons], list(ASKED), mode)]
             timings[mode] = 1000 * (time.perf_counter() - started) / persons
         same = sum(f == r for fast, ref in zip(texts["fast"], texts["reference"], strict=True)
                    for f, r in zip(fast, ref, strict=True))

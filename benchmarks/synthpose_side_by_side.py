@@ -36,11 +36,11 @@ import numpy as np
 import yaml
 from transformers import CLIPModel, CLIPVisionModel
 
-from locllm.data.geometry import PIXEL_STD, box_to_center_scale
 from locllm.evaluation.coco import evaluate_coco_keypoints
 from locllm.evaluation.pck import pck
 from locllm.keypoints import COCO_KEYPOINTS, PAPER_HELD_OUT
 from locllm.models.configuration_clip_baseline import clip_baseline_config
+from locllm.models.image_processing_locllm import LocLLMImageProcessor
 from locllm.prompts.char_tokenizer import build_char_tokenizer
 from locllm.training.checkpoint import latest_checkpoint
 from locllm.training.vision_pretrain import tower_weights
@@ -66,9 +66,10 @@ def locllm(*args: str) -> None:
 
 
 def crop_frames(annotations: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """Centres and sides of the crops the models see (the box padded to a square, not enlarged)."""
-    centers, scales = box_to_center_scale(np.array([a["bbox"] for a in annotations]), 1.0, 1.0, PIXEL_STD)
-    return centers.astype(np.float64), scales[:, 0].astype(np.float64) * PIXEL_STD
+    """Centres and sides of the crops the models see (the box padded to a square, not enlarged: both models'
+    processors make a box's region so)."""
+    regions = LocLLMImageProcessor(image_size=CROP_SIZE).regions([a["bbox"] for a in annotations])
+    return regions.centers.astype(np.float64), regions.boxes()[:, 2]
 
 
 def keypoint_groups(held_out: list[str]) -> dict[str, list[int]]:

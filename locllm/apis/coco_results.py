@@ -15,10 +15,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
-from ..data.geometry import box_to_center_scale, crop_to_image
 from ..data.outputs import write_atomically
+from ..models.image_processing_locllm import LocLLMImageProcessor
 
 PERSON_CATEGORY = 1
 
@@ -29,36 +27,33 @@ def write_coco_results(predictions: str | Path, out: str | Path) -> Path:
     def write(temporary: Path) -> None:
         with Path(predictions).open(encoding="utf-8") as lines, temporary.open("w", encoding="utf-8") as file:
             crop = json.loads(next(lines))["header"]["crop"]
+            image_processor = LocLLMImageProcessor(image_size=crop["image_size"], pixel_std=crop["pixel_std"],
+                                                   box_scale_factor=crop["box_scale_factor"])
             file.write("[")
             separator = "\n"
             for line in lines:
                 record = json.loads(line)
                 for person in record["persons"]:
                     if person["error"] is None:
-                        file.write(separator + json.dumps(coco_result(record["image_id"], person, crop)))
+                        file.write(separator + json.dumps(coco_result(record["image_id"], person, image_processor)))
                         separator = ",\n"
             file.write("\n]\n")
 
     return write_atomically(out, write)
 
 
-def coco_result(image_id: int, person: dict, crop: dict) -> dict:
+def coco_result(image_id: int, person: dict, image_processor: LocLLMImageProcessor) -> dict:
     """One person of a prediction line (``PersonKeypoints.to_dict`` and its ``box_score``) as a COCO result;
-    ``crop``: the image processor's ``image_size``, ``box_scale_factor`` and ``pixel_std``."""
+    ``image_processor``: the crop settings the predictions were made with (the file header's ``crop``), which
+    place an unanswered keypoint."""
     corner = None
     keypoints = []
     for answer in person["keypoints"].values():
         if answer["xy"] is None:
-            corner = corner if corner is not None else _crop_corner(person["box"], crop)
+            if corner is None:
+                corner = [float(v) for v in image_processor.stand_ins(image_processor.regions([person["box"]]))[0]]
             keypoints += [*corner, 0.0]
         else:
             keypoints += [*answer["xy"][:2], answer["score"]]
     return {"image_id": image_id, "category_id": PERSON_CATEGORY, "keypoints": keypoints, "score": person["score"],
             "bbox": person["box"], "box_score": person.get("box_score", 1.0)}
-
-
-def _crop_corner(box: list[float], crop: dict) -> list[float]:
-    center, scale = box_to_center_scale(np.asarray([box], dtype=np.float64), 1.0, crop["box_scale_factor"],
-                                        crop["pixel_std"])
-    corner = crop_to_image(np.zeros((1, 2)), center[0], scale[0], crop["image_size"], pixel_std=crop["pixel_std"])
-    return [float(v) for v in corner[0]]

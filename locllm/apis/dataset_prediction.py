@@ -73,7 +73,7 @@ def predict_dataset(localizer, source: ImageSource, jsonl: str | Path, *, keypoi
                                                        "sha256": survey.sha256},
               "checkpoint": checkpoint, "checkpoint_sha256": checkpoint_sha256(checkpoint), "mode": mode,
               "keypoints": [[kp.name, kp.description] for kp in kp_set], "boxes": boxes.describe(_detector_name(localizer)),
-              "decoding": decoding_record(localizer, mode), "crop": _crop_settings(localizer)}
+              "decoding": decoding_record(localizer, mode), "crop": localizer.processor.crop_settings()}
     log = PredictionLog(jsonl, header, ranks, run="prediction run", start_over=START_OVER)
     finished = resume(log, overwrite, ranks, keep_records=False)
     todo = sum(1 for index in range(ranks.rank, survey.count, ranks.world_size) if index not in finished)
@@ -146,13 +146,6 @@ def _answer(localizer, group: list[ImageEntry], kp_set: KeypointSet, mode: str, 
         bar.update(1)
     bar.set_postfix({"persons": counts["persons"], "unreadable": counts["unreadable"]}, refresh=False)
     group.clear()
-
-
-def _crop_settings(localizer) -> dict:
-    """How a box becomes a crop: the COCO results place an unanswered keypoint at its crop's corner, as eval does."""
-    image_processor = localizer.processor.image_processor
-    return {"image_size": int(image_processor.image_size), "box_scale_factor": float(image_processor.box_scale_factor),
-            "pixel_std": float(image_processor.pixel_std)}
 
 
 def _detector_name(localizer) -> str | None:

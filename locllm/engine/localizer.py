@@ -1,8 +1,8 @@
 """``Localizer``: images + person boxes + keypoints (by name or by description) -> keypoints in pixels.
 
-    image -> person crops (processor) -> the model answers each asked keypoint (answerer: text
-          decoding for LocLLM, heatmaps for the CLIP baseline) -> crop coordinates (codec)
-          -> image pixels (processor)
+    image + boxes (or a data set's own crop regions) -> person crops (processor) -> the model answers each
+          asked keypoint (answerer: text decoding for LocLLM, heatmaps for the CLIP baseline)
+          -> crop coordinates (codec) -> image pixels (processor)
 
 Example:
     >>> localizer = Localizer.from_pretrained("checkpoints/locllm-demo")
@@ -68,10 +68,11 @@ def strategy(model_type: str) -> Strategy:
 class PersonKeypoints:
     """The answer for one person.
 
-    ``keypoints`` (K, 2) image pixels x, y (3D models: (K, 3) with root-relative depth in mm), NaN
-    where the answer did not parse; ``scores`` (K,) in [0, 1] (0 where invalid); ``valid`` (K,);
-    ``score`` the person's mean keypoint score; ``error`` says why a person got no answer at all
-    (e.g. an empty box), in which case the arrays are NaN / zero. ``unreadable`` names the keypoints whose
+    ``box`` (4,) x, y, w, h in image pixels: the person box asked about (asked by a data set's region, the
+    square of the image its crop shows); ``keypoints`` (K, 2) image pixels x, y (3D models: (K, 3) with
+    root-relative depth in mm), NaN where the answer did not parse; ``scores`` (K,) in [0, 1] (0 where
+    invalid); ``valid`` (K,); ``score`` the person's mean keypoint score; ``error`` says why a person got no
+    answer at all (e.g. an empty box), in which case the arrays are NaN / zero. ``unreadable`` names the keypoints whose
     question the model's tokenizer could not read (:meth:`Localizer.unreadable_keypoints`): their answers are
     kept, their scores are 0, not a confidence in an answer to a question never read.
     """
@@ -145,10 +146,6 @@ class Localizer:
         # the model, not of the call): concurrent calls on one model gave wrong answers (8 threads,
         # tests/reliability/test_serve.py), so the model answers one batch at a time.
         self._model_lock = threading.Lock()
-
-    @property
-    def codec(self):
-        return self.processor.codec
 
     @classmethod
     def from_model(cls, model, tokenizer, **kwargs) -> Localizer:
@@ -242,27 +239,35 @@ class Localizer:
                              "Localizer.from_pretrained(checkpoint, detector=PATH_OR_HUB_ID), or give boxes")
         return self.detector.detect(self.load_image(image))
 
-    def localize(self, image, boxes=None, keypoints="coco", mode: str = "fast") -> list[PersonKeypoints]:
+    def localize(self, image, boxes=None, keypoints="coco", mode: str = "fast",
+                 stand_ins: bool = False) -> list[PersonKeypoints]:
         """Localize ``keypoints`` for every person box of one image.
 
         Args:
             image: a path, PIL image or (H, W, 3) uint8 RGB array.
-            boxes: (B, 4) person boxes x, y, w, h in pixels; ``None``: the persons the detector finds
-                (see :meth:`detect`; none found: ``[]``), or without a detector the whole image is one person.
+            boxes: (B, 4) person boxes x, y, w, h in pixels; or a
+                :class:`~locllm.models.image_processing_locllm.CropRegions`, the regions a data set cuts its
+                persons' crops from (e.g. MPII's center and scale; each person's ``box`` is then its crop's
+                extent in the image); ``None``: the persons the detector finds (see :meth:`detect`; none found:
+                ``[]``), or without a detector the whole image is one person.
             keypoints: a set name (``"coco"``), names (``["left knee", "neck"]``), or ``(name, description)``
                 pairs for keypoints the model never saw.
             mode: ``"fast"`` (default) or ``"reference"`` (the reference implementation's decoding).
+            stand_ins: where a keypoint without a valid answer goes: ``False`` (default) NaN; ``True`` its
+                crop's top-left corner with depth 0, where the reference puts it (what metrics compare with).
         """
-        return self.localize_many([image], [boxes], keypoints, mode)[0]
+        return self.localize_many([image], [boxes], keypoints, mode, stand_ins)[0]
 
-    def localize_many(self, images, boxes=None, keypoints="coco", mode: str = "fast") -> list[list[PersonKeypoints]]:
+    def localize_many(self, images, boxes=None, keypoints="coco", mode: str = "fast",
+                      stand_ins: bool = False) -> list[list[PersonKeypoints]]:
         """:meth:`localize` for several images, whose persons share batches (one person per image fills
         a batch too); returns one list of persons per image.
 
         Args:
             images: paths, PIL images or (H, W, 3) uint8 RGB arrays.
-            boxes: one entry per image, each as in :meth:`localize`; ``None``: ``None`` for every image.
-            keypoints, mode: as in :meth:`localize`.
+            boxes: one entry per image, each as in :meth:`localize` (boxes, regions or ``None``); ``None``:
+                ``None`` for every image.
+            keypoints, mode, stand_ins: as in :meth:`localize`.
         """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -272,24 +277,19 @@ class Localizer:
         kp_set = self.keypoint_set(keypoints)
         results: list[list[PersonKeypoints | None]] = []
         person_boxes, crops, where = [], [], []  # per usable person: its box, crop, (image, person) place
-        for i, (image, image_boxes) in enumerate(zip(images, boxes, strict=True)):
+        for i, (image, persons) in enumerate(zip(images, boxes, strict=True)):
             pixels = self.load_image(image)
-            height, width = pixels.shape[:2]
-            if image_boxes is None and self.detector is not None:
-                image_boxes = self.detect(pixels).boxes
-            image_boxes = np.array([[0, 0, width, height]] if image_boxes is None else image_boxes,
-                                   dtype=np.float64).reshape(-1, 4)
+            to_crop, image_boxes, problems = self._persons(pixels, persons)
             results.append([None] * len(image_boxes))
             usable = []
-            for j, box in enumerate(image_boxes):
-                problem = self.check_box(box, width, height)
+            for j, (box, problem) in enumerate(zip(image_boxes, problems, strict=True)):
                 if problem:
                     results[i][j] = self._failed(box, kp_set, problem)
                 else:
                     usable.append(j)
             if usable:
                 person_boxes.append(image_boxes[usable])
-                crops.append(self.processor(pixels, image_boxes[usable]))
+                crops.append(self.processor(pixels, to_crop[usable]))
                 where += [(i, j) for j in usable]
         if not where:
             return results
@@ -300,11 +300,26 @@ class Localizer:
         for start in range(0, len(where), self.persons_per_batch):
             chunk = slice(start, start + self.persons_per_batch)
             normalized, scores, valid, texts = self._answer_crops(pixel_values[chunk], kp_set, mode, unreadable)
-            keypoints = self.processor.post_process(normalized, regions[chunk])
+            keypoints = self.processor.post_process(normalized, regions[chunk], valid if stand_ins else None)
             for p, (i, j) in enumerate(where[chunk]):
                 results[i][j] = PersonKeypoints(person_boxes[start + p], kp_set.names, keypoints[p], scores[p],
                                                 valid[p], texts[p], unreadable=unreadable)
         return results
+
+    def _persons(self, pixels: np.ndarray, persons) -> tuple[CropRegions | np.ndarray, np.ndarray, list[str | None]]:
+        """One image's persons (boxes, regions or ``None``, see :meth:`localize`) -> what the processor cuts
+        their crops from (the regions, or the boxes), their (B, 4) boxes and why each cannot be asked about
+        (None where it can)."""
+        if isinstance(persons, CropRegions):
+            problems = [None if ok else f"center {c.tolist()} and scale {s.tolist()} give no crop"
+                        for c, s, ok in zip(persons.centers, persons.scales, persons.has_crop(), strict=True)]
+            return persons, persons.boxes(), problems
+        height, width = pixels.shape[:2]
+        if persons is None and self.detector is not None:
+            persons = self.detect(pixels).boxes
+        image_boxes = np.array([[0, 0, width, height]] if persons is None else persons,
+                               dtype=np.float64).reshape(-1, 4)
+        return image_boxes, image_boxes, [self.check_box(box, width, height) for box in image_boxes]
 
     def unreadable_keypoints(self, keypoints) -> list[str]:
         """The asked keypoints whose question the model cannot read: at least half of the tokens of their name
@@ -323,37 +338,8 @@ class Localizer:
     def _failed(self, box, kp_set: KeypointSet, reason: str) -> PersonKeypoints:
         k = len(kp_set)
         return PersonKeypoints(np.asarray(box, dtype=np.float64), kp_set.names,
-                               np.full((k, self.codec.ndim), np.nan), np.zeros(k), np.zeros(k, dtype=bool),
+                               np.full((k, self.processor.ndim), np.nan), np.zeros(k), np.zeros(k, dtype=bool),
                                [""] * k, error=reason)
-
-    def localize_crops(self, crops: np.ndarray, keypoints="coco", mode: str = "fast") -> list[PersonKeypoints]:
-        """Localize ``keypoints`` in person crops cut beforehand, e.g. with a dataset's own box convention.
-
-        Args:
-            crops: (B, S, S, 3) uint8 RGB crops, S the model's ``image_size``.
-            keypoints, mode: as in :meth:`localize`.
-
-        Returns:
-            one :class:`PersonKeypoints` per crop, keypoints in crop pixels (box = the whole crop).
-        """
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        crops = np.asarray(crops)
-        size = self.processor.image_processor.image_size
-        if crops.ndim != 4 or crops.shape[1:] != (size, size, 3) or crops.dtype != np.uint8:
-            raise ValueError(f"crops must be (B, {size}, {size}, 3) uint8 RGB, got {crops.shape} {crops.dtype}")
-        kp_set = self.keypoint_set(keypoints)
-        unreadable = frozenset(self.unreadable_keypoints(kp_set))
-        results = []
-        for start in range(0, len(crops), self.persons_per_batch):
-            chunk = crops[start:start + self.persons_per_batch]
-            normalized, scores, valid, texts = self._answer_crops(self.processor.image_processor.normalize(chunk), kp_set,
-                                                                  mode, unreadable)
-            normalized[..., :2] *= size
-            box = np.array([0.0, 0.0, size, size])
-            results += [PersonKeypoints(box, kp_set.names, normalized[p], scores[p], valid[p], texts[p],
-                                        unreadable=unreadable) for p in range(len(chunk))]
-        return results
 
     def _answer_crops(self, pixel_values: torch.Tensor, kp_set: KeypointSet, mode: str,
                       unreadable: frozenset[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list[str]]]:

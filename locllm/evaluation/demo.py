@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..data.geometry import PIXEL_STD, crop_to_image
-from ..data.synth.demo import CROP_SIZE, DEFAULT_DIFFICULTY, DEMO_KEYPOINTS, crop_geometry, render_person
+from ..data.synth.demo import DEFAULT_DIFFICULTY, DEMO_KEYPOINTS, render_person
 from ..keypoints import COCO_KEYPOINTS
 from .metrics import PCKMetric
 
@@ -36,18 +35,19 @@ def evaluate_pck(localizer: Localizer, num_images: int, seed: int, mean_pose: np
         also has ``per_keypoint_pck@0.1``. Scenes are of the given SynthPose ``difficulty``.
     """
     started = time.perf_counter()
+    processor = localizer.processor
     predicted, baseline, truth, labelled, crop_sides = [], [], [], [], []
     malformed = 0
     for scene_seed in np.random.SeedSequence(seed).spawn(num_images):
         person = render_person(scene_seed, difficulty)
         (answer,) = localizer.localize(person.image, boxes=[person.box], keypoints=DEMO_KEYPOINTS)
-        center, scale = crop_geometry(person.box)
+        region = processor.regions([person.box])
         predicted.append(answer.keypoints[:, :2])
         malformed += int((~answer.valid).sum())
-        baseline.append(crop_to_image(mean_pose * CROP_SIZE, center, scale, CROP_SIZE))
+        baseline.append(processor.post_process(mean_pose[None], region)[0])
         truth.append(person.points)
         labelled.append(person.labelled)
-        crop_sides.append(float(scale[0]) * PIXEL_STD)
+        crop_sides.append(float(region.boxes()[0, 2]))
     predicted, baseline, truth, labelled = (np.stack(a) for a in (predicted, baseline, truth, labelled))
     report = {"num_images": num_images, "seed": seed, "difficulty": difficulty, "malformed_answers": malformed,
               "normalizer": "the crop side in image pixels (the person box padded to a square)"}

@@ -1,8 +1,9 @@
 """The evaluation loop: a localizer over every person of a task, predictions written as they come, metrics.
 
-    task (data/datasets) -> people to ask (EvalItem: image, crop center and scale)
-    -> image -> crop (data/geometry) -> localizer.localize_crops -> crop pixels
-    -> image pixels (inverse crop) -> one prediction record per person (PredictionLog)
+    task (tasks/) -> people to ask (EvalItem: image, crop center and scale)
+    -> each image read once + its persons' CropRegions -> localizer.localize_many(..., stand_ins=True)
+       (the processor cuts the crops and brings the answers back to image pixels)
+    -> one prediction record per person (PredictionLog)
     -> the task's metric object (metrics.py over coco.py, mpii.py, h36m.py, pck.py)
 
 Example (the CLI is ``locllm eval``, which also prints the report)::
@@ -32,8 +33,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..data.geometry import crop_image, crop_to_image
 from ..data.images import ImageReadError, read_image_rgb
+from ..models.image_processing_locllm import CropRegions
 from .checkpoint_identity import checkpoint_sha256
 from .distributed import Ranks
 from .predictions_log import PREDICTIONS_FORMAT, PredictionLog, resume
@@ -51,8 +52,8 @@ def run_evaluation(localizer, task: EvaluationTask, *, mode: str = "fast", predi
     """Ask ``localizer`` about every person of ``task`` and compute the task's metrics.
 
     Args:
-        localizer: a :class:`~locllm.engine.Localizer` (anything with ``localize_crops(crops, keypoints, mode)``,
-            ``config.image_size`` and ``codec.ndim``).
+        localizer: a :class:`~locllm.engine.Localizer` (anything with ``localize_many(images, regions, keypoints,
+            mode, stand_ins)`` and a ``processor`` with ``ndim`` and ``stand_ins(regions)``).
         mode: the localizer's decoding, ``"fast"`` or ``"reference"``.
         predictions: the predictions file (JSON lines); an existing one is resumed unless ``overwrite``.
         batch_size: persons per localizer call; crops of different images share a batch.
@@ -66,10 +67,9 @@ def run_evaluation(localizer, task: EvaluationTask, *, mode: str = "fast", predi
         (undefined, e.g. PCKh of a joint nobody annotated) are None.
     """
     ranks = ranks or Ranks()
-    crop_size = int(localizer.config.image_size)
-    if localizer.codec.ndim != task.ndim:
+    if localizer.processor.ndim != task.ndim:
         raise ValueError(f"{task.name} needs a checkpoint that answers {task.ndim} coordinates per keypoint; "
-                         f"this one answers {localizer.codec.ndim}")
+                         f"this one answers {localizer.processor.ndim}")
     header = _header(task, checkpoint, mode, decoding_record(localizer, mode))
     log = PredictionLog(predictions, header, ranks) if predictions is not None else None
     finished = resume(log, overwrite, ranks)
@@ -79,7 +79,7 @@ def run_evaluation(localizer, task: EvaluationTask, *, mode: str = "fast", predi
     if log is not None:
         log.open()
     try:
-        asked = _ask(localizer, task, todo, mode, crop_size, batch_size, log, progress and ranks.is_main)
+        asked = _ask(localizer, task, todo, mode, batch_size, log, progress and ranks.is_main)
     finally:
         if log is not None:
             log.close()
@@ -125,7 +125,7 @@ def ask_task(localizer, task: EvaluationTask, *, mode: str = "fast", batch_size:
              progress: bool = False) -> list[dict]:
     """One prediction record per person of ``task``, in item order, written nowhere: the records
     :func:`run_evaluation` scores, for what reads them otherwise (a calibration fit)."""
-    return _ask(localizer, task, task.items, mode, int(localizer.config.image_size), batch_size, None, progress)
+    return _ask(localizer, task, task.items, mode, batch_size, None, progress)
 
 
 def _shard_by_image(items: list[EvalItem], ranks: Ranks) -> list[EvalItem]:
@@ -136,9 +136,9 @@ def _shard_by_image(items: list[EvalItem], ranks: Ranks) -> list[EvalItem]:
     return [item for group in ranks.shard(list(by_image.values())) for item in group]
 
 
-def _ask(localizer, task: EvaluationTask, items: list[EvalItem], mode: str, crop_size: int, batch_size: int,
+def _ask(localizer, task: EvaluationTask, items: list[EvalItem], mode: str, batch_size: int,
          log: PredictionLog | None, progress: bool) -> list[dict]:
-    """One prediction record per item, in order, each also appended to ``log``; ``batch_size`` crops per call."""
+    """One prediction record per item, in order, each also appended to ``log``; ``batch_size`` persons per call."""
     records: list[dict] = []
     bad = Counter()
     bar = tqdm(total=len(items), unit="person", disable=not progress, desc=f"{task.name} ({mode})")
@@ -155,12 +155,16 @@ def _ask(localizer, task: EvaluationTask, items: list[EvalItem], mode: str, crop
         bar.set_postfix({"no answer": bad[UNREADABLE_IMAGE] + bad[UNUSABLE_BOX],
                          "unparsed kpts": bad["unparsed keypoints"]}, refresh=False)
 
-    batch: list[tuple[EvalItem, np.ndarray]] = []
+    batch: list[tuple[EvalItem, np.ndarray]] = []  # persons to ask, with their image
 
     def ask_batch() -> None:
-        people = localizer.localize_crops(np.stack([crop for _, crop in batch]), task.keypoints, mode)
-        for (item, _), person in zip(batch, people, strict=True):
-            emit(_answered(item, person, crop_size, task.ndim))
+        by_image = _by_image(batch)
+        images, regions = [image for image, _ in by_image], [crop_regions(group) for _, group in by_image]
+        people = localizer.localize_many(images, regions, task.keypoints, mode, stand_ins=True)
+        for (_, group), persons in zip(by_image, people, strict=True):
+            for item, person in zip(group, persons, strict=True):
+                emit(_record(item, person.keypoints, np.where(person.valid, person.scores, 0.0), person.valid,
+                             person.answers))
         batch.clear()
 
     image_path, image, image_error = None, None, None
@@ -174,11 +178,11 @@ def _ask(localizer, task: EvaluationTask, items: list[EvalItem], mode: str, crop
                 image_error = str(error)
                 logger.warning("%s: its persons get no answer", error)
         if image_error is not None:
-            emit(_unanswered(item, UNREADABLE_IMAGE, image_error, crop_size, len(task.keypoints), task.ndim))
+            emit(_unanswered(localizer, task, item, UNREADABLE_IMAGE, image_error))
         elif item.problem is not None:
-            emit(_unanswered(item, UNUSABLE_BOX, item.problem, crop_size, len(task.keypoints), task.ndim))
+            emit(_unanswered(localizer, task, item, UNUSABLE_BOX, item.problem))
         else:
-            batch.append((item, crop_image(image, item.center, item.scale, 0.0, crop_size, pixel_std=item.pixel_std)))
+            batch.append((item, image))
             if len(batch) == batch_size:
                 ask_batch()
     if batch:
@@ -187,41 +191,35 @@ def _ask(localizer, task: EvaluationTask, items: list[EvalItem], mode: str, crop
     return records
 
 
-def _crop_to_image(item: EvalItem, crop_points: np.ndarray, crop_size: int) -> np.ndarray:
-    return crop_to_image(crop_points, item.center, item.scale, crop_size, 0.0, pixel_std=item.pixel_std)
+def _by_image(batch: list[tuple[EvalItem, np.ndarray]]) -> list[tuple[np.ndarray, list[EvalItem]]]:
+    """A batch's persons grouped by their image, in order (the persons of one image are consecutive)."""
+    groups: list[tuple[np.ndarray, list[EvalItem]]] = []
+    for item, image in batch:
+        if groups and groups[-1][0] is image:
+            groups[-1][1].append(item)
+        else:
+            groups.append((image, [item]))
+    return groups
 
 
-def _stand_in(item: EvalItem, crop_size: int) -> np.ndarray:
-    """Where a keypoint without a valid answer goes: the crop's top-left corner, as in the reference."""
-    if not item.has_crop:
-        return np.asarray(item.center, dtype=np.float64)
-    return _crop_to_image(item, np.zeros((1, 2)), crop_size)[0]
+def crop_regions(items: list[EvalItem]) -> CropRegions:
+    """Where a task cuts these persons' crops (its own center / scale convention), to ask the localizer with."""
+    return CropRegions.of([item.center for item in items], [item.scale for item in items],
+                          [item.pixel_std for item in items])
+
+
+def _unanswered(localizer, task: EvaluationTask, item: EvalItem, error: str, detail: str) -> dict:
+    """A person not asked about: every keypoint at its stand-in (the processor's ``stand_ins``), depth 0, score 0."""
+    k = len(task.keypoints)
+    keypoints = np.zeros((k, task.ndim))
+    keypoints[:, :2] = localizer.processor.stand_ins(crop_regions([item]))[0]
+    return _record(item, keypoints, np.zeros(k), np.zeros(k, dtype=bool), [""] * k, error, detail)
 
 
 def _record(item: EvalItem, keypoints: np.ndarray, scores, valid, answers, error=None, detail=None) -> dict:
     return {"index": item.index, "image_id": item.image_id, "file_name": item.file_name, **item.identity,
             "keypoints": keypoints.tolist(), "scores": [float(s) for s in scores], "valid": [bool(v) for v in valid],
             "answers": list(answers), "error": error, "error_detail": detail}
-
-
-def _answered(item: EvalItem, person, crop_size: int, ndim: int) -> dict:
-    """A person's answer in crop pixels -> its prediction line, in image pixels (depth in mm)."""
-    valid = np.asarray(person.valid, dtype=bool)
-    crop_points = np.asarray(person.keypoints, dtype=np.float64)  # (K, ndim)
-    keypoints = np.zeros_like(crop_points)
-    keypoints[:, :2] = _crop_to_image(item, np.nan_to_num(crop_points[:, :2]), crop_size)
-    keypoints[~valid, :2] = _stand_in(item, crop_size)
-    if ndim == 3:
-        keypoints[:, 2] = np.where(valid, crop_points[:, 2], 0.0)
-    scores = np.where(valid, person.scores, 0.0)
-    return _record(item, keypoints, scores, valid, person.answers)
-
-
-def _unanswered(item: EvalItem, error: str, detail: str, crop_size: int, num_keypoints: int, ndim: int) -> dict:
-    keypoints = np.zeros((num_keypoints, ndim))
-    keypoints[:, :2] = _stand_in(item, crop_size)
-    return _record(item, keypoints, np.zeros(num_keypoints), np.zeros(num_keypoints, dtype=bool),
-                   [""] * num_keypoints, error, detail)
 
 
 def _counts(records: list[dict], task: EvaluationTask) -> dict:

@@ -56,6 +56,18 @@ class CropRegions:
         """The regions ``index`` (a slice, or a list / array of positions) picks."""
         return CropRegions(self.centers[index], self.scales[index], self.pixel_std[index])
 
+    def boxes(self) -> np.ndarray:
+        """(N, 4) float64 x, y, w, h in image pixels: the square of the image each region's crop shows."""
+        sides = self.scales[:, 0].astype(np.float64) * self.pixel_std
+        corners = self.centers.astype(np.float64) - sides[:, None] / 2
+        return np.column_stack([corners, sides, sides])
+
+    @classmethod
+    def whole(cls, side: int) -> CropRegions:
+        """The region of a square image of ``side`` pixels that is already a crop: cut to ``side`` pixels, it
+        is itself, and answers in it come back in its own pixels."""
+        return cls(np.full((1, 2), side / 2), np.full((1, 2), float(side)), np.ones(1))
+
     def has_crop(self) -> np.ndarray:
         """(N,) whether each region describes a crop."""
         finite = np.isfinite(self.centers).all(axis=1) & np.isfinite(self.scales).all(axis=1)

@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -92,6 +93,15 @@ class _Processor(ABC):
     def stand_ins(self, regions: CropRegions) -> np.ndarray:
         """(B, 2) where each region's unanswered keypoints go (:meth:`LocLLMImageProcessor.stand_ins`)."""
         return self.image_processor.stand_ins(regions)
+
+    def crop_settings(self) -> dict:
+        """How a person box becomes a crop (``image_size``, ``box_scale_factor``, ``pixel_std``): what a
+        predictions file records, so that a :class:`LocLLMImageProcessor` made from it places a box's
+        unanswered keypoints later (the COCO results)."""
+        image_processor = self.image_processor
+        return {"image_size": int(image_processor.image_size),
+                "box_scale_factor": float(image_processor.box_scale_factor),
+                "pixel_std": float(image_processor.pixel_std)}
 
     def pixel_values(self, crops: list[np.ndarray]) -> torch.Tensor:
         """(S, S, 3) uint8 RGB crops -> the model's ``pixel_values`` (B, 3, S, S), normalized with the image
@@ -205,6 +215,15 @@ class LocLLMProcessor(_Processor):
     def pad(self, sequences: list[list[int]], side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
         """Token id lists -> ``(B, T)`` ids and attention mask, padded with this tokenizer's pad id."""
         return pad_sequences(sequences, self.pad_token_id, side)
+
+    def with_style(self, **changes) -> LocLLMProcessor:
+        """This processor with its prompt style changed (``changes``: :class:`PromptStyle` fields, e.g.
+        ``with_description=False``): the same model asked another way."""
+        style = dataclasses.replace(self.builder.style, **changes)
+        processor = LocLLMProcessor(self.image_processor, self.tokenizer, style, self.codec,
+                                    self.builder.num_image_tokens)
+        processor.descriptions, processor.calibration = self.descriptions, self.calibration
+        return processor
 
     # -- prompts ------------------------------------------------------------------------------------
     @property

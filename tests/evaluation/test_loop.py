@@ -2,10 +2,11 @@
 
 Two kinds of localizer drive it:
 
-- an *oracle*, a stand-in that answers the ground truth: it recognises each crop it is shown among the
-  crops the data set's own code cuts (``PoseSample.image``) and answers that person's joints in crop
-  pixels, as a perfect model would. Through the loop it must score AP 1, PCKh 100 and MPJPE 0, which
-  proves the loop's geometry (crop -> image, MPII's 0-based pixels, the 3D lifting) and bookkeeping;
+- an *oracle*, a stand-in that answers the ground truth: it recognises each crop the processor cuts from
+  the regions the loop asks about among the crops the data set's own code cuts (``PoseSample.image``) and
+  answers that person's joints, as a perfect model would, through the processor's way back to the image.
+  Through the loop it must score AP 1, PCKh 100 and MPJPE 0, which proves the loop's person path (the
+  task's regions -> crop -> image, MPII's 0-based pixels, the 3D lifting) and bookkeeping;
 - a tiny random checkpoint: its answers are wrong (fast mode) or mostly unreadable (reference mode),
   which exercises the plumbing: counts, report keys, the predictions file and resuming.
 """
@@ -16,7 +17,6 @@ import shutil
 import socket
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -33,6 +33,7 @@ from locllm.evaluation.loop import run_evaluation
 from locllm.evaluation.tasks import build_task
 from locllm.keypoints import PAPER_HELD_OUT
 from locllm.models import LocLLMForKeypointLocalization
+from locllm.models.image_processing_locllm import LocLLMImageProcessor
 from locllm.models.tiny import locllm_config
 from locllm.prompts import PromptBuilder, PromptStyle, build_char_tokenizer
 
@@ -73,12 +74,20 @@ def checkpoints(tmp_path_factory):
     return {ndim: tiny_checkpoint(tmp_path_factory.mktemp(f"tiny{ndim}d"), ndim) for ndim in (2, 3)}
 
 
+class CropGeometry(LocLLMImageProcessor):
+    """The processor's person path for a stand-in localizer: the real geometry, and the coordinates per
+    keypoint (``ndim``) the loop checks."""
+
+    def __init__(self, ndim):
+        super().__init__(image_size=CROP_SIZE)
+        self.ndim = ndim
+
+
 class Oracle:
     """A localizer stand-in that answers the ground truth (see the module docstring)."""
 
     def __init__(self, fmt, annotation, images):
-        self.config = SimpleNamespace(image_size=CROP_SIZE)
-        self.codec = SimpleNamespace(ndim=3 if fmt == "h36m" else 2)
+        self.processor = CropGeometry(3 if fmt == "h36m" else 2)
         dataset = DATASETS[fmt](annotation, images, crop_size=CROP_SIZE)
         self.truth = {}
         for index, record in enumerate(dataset.records):
@@ -89,20 +98,30 @@ class Oracle:
             joints[:, :2] = image_to_crop(joints[:, :2], sample.center, sample.scale, CROP_SIZE,
                                           pixel_std=sample.pixel_std)
             np.testing.assert_allclose(joints[sample.labelled], sample.joints[sample.labelled], atol=1e-3)
-            self.truth[sample.image.tobytes()] = joints[:, : self.codec.ndim]
+            self.truth[self._key(self.processor.normalize(sample.image[None])[0])] = joints[:, : self.processor.ndim]
         assert len(self.truth) == len(dataset), "two persons with the same crop: the oracle could not tell them apart"
         self.persons_asked = 0
 
-    def localize_crops(self, crops, keypoints, mode):
-        self.persons_asked += len(crops)
+    @staticmethod
+    def _key(pixel_values):
+        return pixel_values.numpy().tobytes()
+
+    def localize_many(self, images, regions, keypoints, mode, stand_ins):
         k = len(keypoints)
-        box = np.array([0.0, 0.0, CROP_SIZE, CROP_SIZE])
         people = []
-        for crop in crops:
-            joints = self.truth.get(crop.tobytes())
-            assert joints is not None, "the loop cut a crop the data set does not cut"
-            people.append(PersonKeypoints(box, keypoints.names, joints, np.ones(k),
-                                          np.ones(k, dtype=bool), [""] * k))
+        for image, image_regions in zip(images, regions, strict=True):
+            crops = self.processor(image, image_regions)
+            self.persons_asked += len(image_regions)
+            answers = []
+            for pixel_values in crops.pixel_values:
+                joints = self.truth.get(self._key(pixel_values))
+                assert joints is not None, "the loop cut a crop the data set does not cut"
+                answers.append(np.concatenate([joints[:, :2] / CROP_SIZE, joints[:, 2:]], axis=1))
+            valid = np.ones((len(answers), k), dtype=bool)
+            keypoints_in_image = self.processor.post_process(np.stack(answers), crops.regions,
+                                                             valid if stand_ins else None)
+            people.append([PersonKeypoints(box, keypoints.names, points, np.ones(k), valid[0], [""] * k)
+                           for box, points in zip(crops.regions.boxes(), keypoints_in_image, strict=True)])
         return people
 
 

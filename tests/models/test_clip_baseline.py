@@ -18,6 +18,7 @@ from locllm.models.configuration_clip_baseline import clip_baseline_config
 from locllm.models.modeling_base import BASE_WEIGHTS, TRAINED_WEIGHTS
 from locllm.models.modeling_clip_baseline import CLIPBaselineForKeypointHeatmaps
 from locllm.models.processing_clip_baseline import CLIPBaselineProcessor
+from locllm.models.processing_locllm import CropRegions
 from locllm.prompts import build_char_tokenizer
 from locllm.training import checkpoint as ckpt
 from locllm.training import trainer
@@ -212,12 +213,13 @@ def test_localizer_asks_described_keypoints_and_reports_bad_boxes(checkpoint):
     people = localizer.localize(IMAGE, BOXES + [[0, 0, 0, 10]], asked, mode="reference")
     assert [p.names for p in people[:3]] == [["left knee", "belly button"]] * 3
     assert people[3].error and np.isnan(people[3].keypoints).all()
-    # crops cut beforehand (the evaluation runner's way): keypoints in crop pixels
-    in_crop = localizer.localize_crops(IMAGE[None, :64, :64].repeat(3, axis=0), asked)
+    # a data set's own regions (the evaluation loop's way), here three times the image's top-left 64 px as the
+    # crop itself: keypoints in its pixels; a region that gives no crop is its person's error
+    in_crop = localizer.localize(IMAGE, CropRegions.concatenate([CropRegions.whole(64)] * 3), asked)
     assert len(in_crop) == 3 and all(p.keypoints.shape == (2, 2) for p in in_crop)
     assert all(((p.keypoints >= -0.5) & (p.keypoints < 63.5)).all() for p in in_crop)
-    with pytest.raises(ValueError, match="crops must be"):
-        localizer.localize_crops(IMAGE[None, :32, :32], asked)
+    (no_crop,) = localizer.localize(IMAGE, CropRegions.of([[32.0, 32.0]], [[0.0, 0.0]], 1.0), asked)
+    assert "give no crop" in no_crop.error and np.isnan(no_crop.keypoints).all()
 
 
 def test_locllm_eval_scores_a_heatmap_checkpoint(checkpoint, synth, tmp_path, capsys):
@@ -253,7 +255,8 @@ def test_overfits_a_few_crops(synth, tokenizer):
         loss.backward()
         optimizer.step()
     localizer = Localizer.from_model(model, tokenizer)
-    people = localizer.localize_crops(np.stack([s.image for s in samples]), COCO_KEYPOINTS)
+    people = [person for (person,) in localizer.localize_many([s.image for s in samples],
+                                                              [CropRegions.whole(64)] * len(samples), COCO_KEYPOINTS)]
     for sample, person in zip(samples, people, strict=True):
         error = np.linalg.norm(person.keypoints - sample.joints[:, :2], axis=1)[sample.visible]
         assert error.max() <= 2.0, error  # 2 px = one heatmap cell

@@ -1,7 +1,7 @@
 """Fault injection for ``locllm eval``: bad annotation and predictions files, interruptions, changed inputs.
 
 Each test states the guarantee it checks. Most drive the loop with an *oracle* (a stand-in localizer that
-answers the ground truth of each crop it is shown, see tests/evaluation/test_loop.py), so a correct run
+answers the ground truth of each crop the processor cuts, see tests/evaluation/test_loop.py), so a correct run
 scores AP 1 and a wrong one shows; the CLI tests check the one-line message and the exit code.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -24,6 +23,7 @@ from locllm.engine.localizer import PersonKeypoints
 from locllm.evaluation.loop import run_evaluation
 from locllm.evaluation.tasks import build_task
 from locllm.keypoints import load_keypoint_table
+from locllm.models.image_processing_locllm import LocLLMImageProcessor
 
 CROP_SIZE = 56
 
@@ -37,29 +37,51 @@ def synth(tmp_path_factory):
     return root / "annotations" / "val.json", root / "images"
 
 
+class CropGeometry(LocLLMImageProcessor):
+    """The processor's person path for a stand-in localizer: the real geometry, 2 coordinates per keypoint."""
+
+    ndim = 2
+
+    def __init__(self):
+        super().__init__(image_size=CROP_SIZE)
+
+
+def _people(crops, keypoints, crop_points):
+    """One image's persons answered ``crop_points`` (P, K, 2) in crop pixels, brought to the image."""
+    k = len(keypoints)
+    keypoints_in_image = CropGeometry().post_process(np.asarray(crop_points) / CROP_SIZE, crops.regions)
+    return [PersonKeypoints(box, keypoints.names, points, np.ones(k), np.ones(k, dtype=bool), [""] * k)
+            for box, points in zip(crops.regions.boxes(), keypoints_in_image, strict=True)]
+
+
 class Oracle:
     """Answers each crop's true joints (a perfect model); ``stop_after`` persons, it raises KeyboardInterrupt."""
 
     def __init__(self, annotation, images, stop_after: int | None = None):
-        self.config = SimpleNamespace(image_size=CROP_SIZE)
-        self.codec = SimpleNamespace(ndim=2)
+        self.processor = CropGeometry()
         dataset = CocoKeypointDataset(annotation, images, crop_size=CROP_SIZE)
         self.truth = {}
         for index, record in enumerate(dataset.records):
             sample = dataset[index]
-            self.truth[sample.image.tobytes()] = image_to_crop(record.joints[:, :2], sample.center, sample.scale,
-                                                               CROP_SIZE, pixel_std=sample.pixel_std)
+            self.truth[self._key(self.processor.normalize(sample.image[None])[0])] = image_to_crop(
+                record.joints[:, :2], sample.center, sample.scale, CROP_SIZE, pixel_std=sample.pixel_std)
         self.asked, self.stop_after = 0, stop_after
 
-    def localize_crops(self, crops, keypoints, mode):
+    @staticmethod
+    def _key(pixel_values):
+        return pixel_values.numpy().tobytes()
+
+    def localize_many(self, images, regions, keypoints, mode, stand_ins):
         people = []
-        for crop in crops:
-            if self.stop_after is not None and self.asked >= self.stop_after:
-                raise KeyboardInterrupt
-            self.asked += 1
-            k = len(keypoints)
-            people.append(PersonKeypoints(np.array([0, 0, CROP_SIZE, CROP_SIZE]), keypoints.names,
-                                          self.truth[crop.tobytes()], np.ones(k), np.ones(k, dtype=bool), [""] * k))
+        for image, image_regions in zip(images, regions, strict=True):
+            crops = self.processor(image, image_regions)
+            answers = []
+            for pixel_values in crops.pixel_values:
+                if self.stop_after is not None and self.asked >= self.stop_after:
+                    raise KeyboardInterrupt
+                self.asked += 1
+                answers.append(self.truth[self._key(pixel_values)])
+            people.append(_people(crops, keypoints, answers))
         return people
 
 
@@ -227,14 +249,14 @@ def test_broken_entry_with_held_out_keypoints_and_detector_boxes(synth, tmp_path
 class _CenterAnswers:
     """Answers the crop's centre for every keypoint (detector crops are not the data set's: no oracle)."""
 
-    config = SimpleNamespace(image_size=CROP_SIZE)
-    codec = SimpleNamespace(ndim=2)
+    processor = CropGeometry()
 
-    def localize_crops(self, crops, keypoints, mode):
-        k = len(keypoints)
-        return [PersonKeypoints(np.array([0, 0, CROP_SIZE, CROP_SIZE]), keypoints.names,
-                                np.full((k, 2), CROP_SIZE / 2), np.ones(k), np.ones(k, dtype=bool), [""] * k)
-                for _ in crops]
+    def localize_many(self, images, regions, keypoints, mode, stand_ins):
+        people = []
+        for image, image_regions in zip(images, regions, strict=True):
+            crops = self.processor(image, image_regions)
+            people.append(_people(crops, keypoints, np.full((len(image_regions), len(keypoints), 2), CROP_SIZE / 2)))
+        return people
 
 
 def test_custom_keypoint_field_with_broken_entries(synth, tmp_path, caplog):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from locllm.codecs import DecimalCodec
 from locllm.engine import Localizer
 from locllm.models import LocLLMForKeypointLocalization
-from locllm.models.processing_locllm import LocLLMImageProcessor, LocLLMProcessor
+from locllm.models.processing_locllm import CropRegions, LocLLMImageProcessor, LocLLMProcessor
 from locllm.models.tiny import locllm_config
 from locllm.prompts import IGNORE_INDEX, PromptBuilder, PromptStyle, build_char_tokenizer
 from locllm.prompts.grammar import answer_choices, build_answer_grammar
@@ -100,7 +100,9 @@ def test_a_two_decimal_checkpoint_answers_with_two_decimals(tmp_path):
     LocLLMForKeypointLocalization(config).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     crops = np.random.default_rng(0).integers(0, 256, size=(2, SIZE, SIZE, 3), dtype=np.uint8)
-    found = Localizer.from_pretrained(tmp_path, device="cpu").localize_crops(crops, keypoints="coco")
+    # each crop is an image of the model's size, asked about as a whole: answers in its pixels
+    found = [person for (person,) in Localizer.from_pretrained(tmp_path, device="cpu").localize_many(
+        list(crops), [CropRegions.whole(SIZE)] * len(crops), keypoints="coco")]
     texts = [text for person in found for text in person.answers]
     assert len(texts) == 2 * 17 and all(re.fullmatch(r"\s*\[[01]\.\d\d,[01]\.\d\d\]\s*", t) for t in texts), texts[:3]
     assert all(person.valid.all() for person in found)

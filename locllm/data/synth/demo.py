@@ -56,7 +56,8 @@ def render_person(seed: np.random.SeedSequence, difficulty: str = DEFAULT_DIFFIC
 
 
 def crop_geometry(box) -> tuple[np.ndarray, np.ndarray]:
-    """Center and scale of a person's crop, as ``LocLLMImageProcessor.crop_persons`` computes them."""
+    """Center and scale of a training crop of a person's box, as ``LocLLMImageProcessor.regions`` makes a
+    person's region at inference (box scale factor 1, ``PIXEL_STD``)."""
     return box_to_center_scale(np.asarray(box, dtype=np.float64), 1.0, 1.0, PIXEL_STD)
 
 
