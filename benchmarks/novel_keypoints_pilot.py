@@ -80,17 +80,15 @@ def first_decimal_loss(checkpoint: Path, val: dict, seen: list[int]) -> float:
     labelled seen type per sequence (no earlier answer to lean on)."""
     localizer = Localizer.from_pretrained(checkpoint, device="cpu")
     processor, model = localizer.processor, localizer.model
-    # Teacher forcing writes the training example, as the trainer's collator does (locllm/training/collator.py):
-    # the prompt builder and the codec are the training side's, not the person path's.
-    builder, codec = processor.builder, processor.codec
-    digits = torch.tensor([builder.unit_token_ids()[d] for d in "0123456789"])
-    point = builder.unit_token_ids()["."]
+    # Teacher forcing writes the training example, as the trainer's collator does (locllm/training/collator.py).
+    units = processor.unit_token_ids()
+    digits = torch.tensor([units[d] for d in "0123456789"])
+    point = units["."]
     items = [(m, k) for m in range(len(val["crops"])) for k in seen if val["labelled"][m, k]]
     total, count = 0.0, 0
     for start in range(0, len(items), 64):
         chunk = items[start:start + 64]
-        examples = [builder.training_example([(COCO_KEYPOINTS[k], codec.answer_pieces(val["points"][m, k] / CROP_SIZE))])
-                    for m, k in chunk]
+        examples = [processor.training_example([(COCO_KEYPOINTS[k], val["points"][m, k] / CROP_SIZE)]) for m, k in chunk]
         input_ids, attention_mask = processor.pad([e["input_ids"] for e in examples])
         labels = torch.full_like(input_ids, IGNORE_INDEX)
         for row, example in enumerate(examples):
