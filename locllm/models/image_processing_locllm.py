@@ -126,8 +126,8 @@ class LocLLMImageProcessor:
 
     def regions(self, boxes_xywh) -> CropRegions:
         """(B, 4) person boxes x, y, w, h in image pixels -> their crop regions."""
-        centers, scales = box_to_center_scale(np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4), 1.0,
-                                              self.box_scale_factor, self.pixel_std)
+        boxes = np.atleast_2d(np.asarray(boxes_xywh, dtype=np.float64))
+        centers, scales = box_to_center_scale(boxes, 1.0, self.box_scale_factor, self.pixel_std)
         return CropRegions(centers, scales, np.full(len(centers), float(self.pixel_std)))
 
     def normalize(self, crops: np.ndarray | list[np.ndarray]) -> torch.Tensor:
