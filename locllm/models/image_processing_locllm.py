@@ -151,17 +151,13 @@ class LocLLMImageProcessor:
 
         ``valid`` (B, K): where given, a keypoint without a valid answer gets its stand-in (:meth:`stand_ins`) and
         depth 0, so that metrics compare with the reference's; without it, unanswered keypoints stay NaN."""
-        answers = np.array(normalized, dtype=np.float64)
-        keypoints = answers.copy()
-        for p in range(len(answers)):
-            xy = answers[p, :, :2] if valid is None else np.nan_to_num(answers[p, :, :2])
-            keypoints[p, :, :2] = self._to_image(xy * self.image_size, regions[p:p + 1])
+        keypoints = np.array(normalized, dtype=np.float64)
+        for p in range(len(keypoints)):  # an unanswered (NaN) point maps to NaN, its row alone
+            keypoints[p, :, :2] = self._to_image(keypoints[p, :, :2] * self.image_size, regions[p:p + 1])
         if valid is not None:
             invalid = ~np.asarray(valid, dtype=bool)
-            keypoints[:, :, 2:][invalid] = 0.0
-            stand_ins = self.stand_ins(regions)
-            for p in range(len(answers)):
-                keypoints[p, invalid[p], :2] = stand_ins[p]
+            keypoints[..., 2:][invalid] = 0.0
+            keypoints[..., :2] = np.where(invalid[..., None], self.stand_ins(regions)[:, None], keypoints[..., :2])
         return keypoints
 
     def stand_ins(self, regions: CropRegions) -> np.ndarray:
