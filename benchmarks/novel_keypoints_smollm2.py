@@ -357,8 +357,7 @@ def evaluate_arm(checkpoint: Path, val: dict) -> tuple[dict, dict[str, np.ndarra
         figures[prompt]["malformed_answers"] = int((~valid).sum())
         figures[prompt]["ms_per_person"] = round(1000 * seconds / len(predicted), 1)
         hits[prompt] = pck_hits(predicted, val["points"], val["labelled"], CROP_SIZE)
-    trained_style = localizer.processor.to_dict()["prompt_style"]
-    trained_prompt = "with_description" if trained_style["with_description"] else "name_only"
+    trained_prompt = "with_description" if localizer.processor.prompt_style.with_description else "name_only"
     shuffled = np.random.default_rng(0).permutation(len(val["crops"]))  # each crop asked about another's picture
     predicted = answer_all(asking(localizer, trained_prompt == "with_description"), val["crops"][shuffled])
     hits["shuffled_images"] = pck_hits(predicted, val["points"], val["labelled"], CROP_SIZE)

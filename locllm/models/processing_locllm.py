@@ -216,10 +216,15 @@ class LocLLMProcessor(_Processor):
         """Token id lists -> ``(B, T)`` ids and attention mask, padded with this tokenizer's pad id."""
         return pad_sequences(sequences, self.pad_token_id, side)
 
+    @property
+    def prompt_style(self) -> PromptStyle:
+        """How this processor's conversations are worded (:meth:`with_style` gives one worded otherwise)."""
+        return self.builder.style
+
     def with_style(self, **changes) -> LocLLMProcessor:
         """This processor with its prompt style changed (``changes``: :class:`PromptStyle` fields, e.g.
         ``with_description=False``): the same model asked another way."""
-        style = dataclasses.replace(self.builder.style, **changes)
+        style = dataclasses.replace(self.prompt_style, **changes)
         processor = LocLLMProcessor(self.image_processor, self.tokenizer, style, self.codec,
                                     self.builder.num_image_tokens)
         processor.descriptions, processor.calibration = self.descriptions, self.calibration
@@ -240,7 +245,7 @@ class LocLLMProcessor(_Processor):
         """Raise ValueError unless the model (its config's ``image_token_id``) reads the image at this
         tokenizer's image placeholder."""
         if self.image_token_id != model_image_token_id:
-            raise ValueError(f"tokenizer maps {self.builder.style.image_token!r} to {self.image_token_id}, the model "
+            raise ValueError(f"tokenizer maps {self.prompt_style.image_token!r} to {self.image_token_id}, the model "
                              f"expects {model_image_token_id}")
 
     def prompt_ids(self, keypoints: Iterable[Keypoint]) -> tuple[list[int], list[list[int]]]:
